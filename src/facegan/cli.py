@@ -1,0 +1,238 @@
+"""The `facegan` command: parse, validate, call the library, print. No training logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import FaceganError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line naming the problem and pointing at --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+# flag -> (dotted config key, argparse keyword arguments). Defaults live in config.py alone: every
+# flag defaults to "not given", so only what the user typed overrides a config file or checkpoint.
+_TRAIN_OPTIONS = {
+    "--data": ("data.source", dict(metavar="PATH", help="folder or .zip of face images (default: built-in faces)")),
+    "--num-images": ("data.num_images", dict(type=_positive_int, help="size of the built-in face set (20000)")),
+    "--render-seed": ("data.render_seed", dict(type=_non_negative_int, help="which built-in face set (0)")),
+    "--crop": ("data.crop", dict(type=_non_negative_int, metavar="PX",
+                                 help="centre crop side in source pixels, e.g. CelebA 108/138/178; 0 = largest square")),
+    "--image-size": ("model.image_size", dict(type=int, choices=(32, 64, 128), help="training resolution (32)")),
+    "--conv-dim": ("model.conv_dim", dict(type=_positive_int, help="width of the first/last conv layer (32)")),
+    "--z-size": ("model.z_size", dict(type=_positive_int, help="latent vector length (100)")),
+    "--num-layers": ("model.num_layers", dict(type=_non_negative_int,
+                                              help="strided (de)conv layers; 0 = log2(size)-2, down to 4x4")),
+    "--d-head": ("model.d_head", dict(choices=("conv", "linear"), help="discriminator head (conv)")),
+    "--dropout": ("model.dropout", dict(type=float, help="dropout in D, 0 = off (0)")),
+    "--epochs": ("epochs", dict(type=_positive_int, help="passes over the data (12)")),
+    "--max-steps": ("max_steps", dict(type=_non_negative_int, help="stop after this many steps; 0 = no limit")),
+    "--batch-size": ("batch_size", dict(type=_positive_int, help="images per step (64)")),
+    "--lr-d": ("lr_d", dict(type=float, help="discriminator learning rate (2e-4)")),
+    "--lr-g": ("lr_g", dict(type=float, help="generator learning rate (2e-4)")),
+    "--beta1": ("beta1", dict(type=float, help="Adam beta1 (0.5)")),
+    "--beta2": ("beta2", dict(type=float, help="Adam beta2 (0.999)")),
+    "--loss": ("loss", dict(choices=("bce", "lsgan", "hinge"), help="GAN loss (bce)")),
+    "--label-smoothing": ("label_smoothing", dict(type=float, help="D's target for real images; 1.0 = off (0.9)")),
+    "--seed": ("seed", dict(type=_non_negative_int, help="random seed for the whole run (0)")),
+    "--device": ("device", dict(help="auto, cpu, cuda, cuda:N or mps (auto)")),
+    "--log-every": ("log_every", dict(type=_positive_int, help="steps between metrics lines (50)")),
+    "--keep-checkpoints": ("keep_checkpoints", dict(type=_positive_int, help="per-epoch checkpoints kept (3)")),
+    "--num-samples": ("num_samples", dict(type=_positive_int, help="images in each progress grid (64)")),
+    "--amp": ("amp", dict(choices=("auto", "bf16", "off"), help="mixed precision (auto: bf16 on cuda)")),
+}
+
+
+def _add_train(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a DCGAN", description="Train a DCGAN on faces. Options not "
+                              "given come from --config, then from the defaults in facegan/config.py.")
+    for flag, (_, kwargs) in _TRAIN_OPTIONS.items():
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--lr", type=float, default=None, help="learning rate for both D and G (2e-4)")
+    p.add_argument("--no-flip", action="store_true", help="do not mirror training images at random")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout (default: on for cpu and cuda)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile both networks")
+    p.add_argument("--config", metavar="FILE", help="JSON config, e.g. a run's config.json")
+    p.add_argument("--out", default="runs", help="folder holding the numbered run folders (runs)")
+    p.add_argument("--resume", metavar="RUN_OR_CHECKPOINT", help="continue a run: its folder, a .pt, or 'latest'")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+
+def _train_overrides(args) -> dict:
+    overrides = {key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _) in _TRAIN_OPTIONS.items()}
+    if args.lr is not None:  # --lr sets both; --lr-d / --lr-g win where given (TTUR)
+        overrides["lr_d"] = args.lr if args.lr_d is None else args.lr_d
+        overrides["lr_g"] = args.lr if args.lr_g is None else args.lr_g
+    if args.no_flip:
+        overrides["data.flip"] = False
+    overrides["channels_last"] = args.channels_last
+    overrides["compile"] = args.compile
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def _train(args) -> None:
+    from . import checkpoints
+    from .config import TrainConfig, apply_overrides, load_config_file, resume_config
+    from .train import train
+
+    overrides = _train_overrides(args)
+    if args.resume:
+        if args.config:
+            raise FaceganError("--config and --resume do not mix: a resumed run keeps its own config")
+        checkpoint = checkpoints.resolve(args.resume, args.out)
+        cfg = resume_config(checkpoints.config_of(checkpoints.load(checkpoint)), overrides)
+        print(f"resuming from {checkpoint}")
+    else:
+        checkpoint = None
+        raw = load_config_file(args.config) if args.config else TrainConfig().to_dict()
+        cfg = TrainConfig.from_dict(apply_overrides(raw, overrides))
+    train(cfg, out=args.out, resume_from=checkpoint, progress=not args.no_progress)
+
+
+def _add_generate(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="generate faces from a trained run",
+                              description="Generate faces from a checkpoint. Seed N always gives the same face.")
+    p.add_argument("checkpoint", nargs="?", default=None, metavar="CHECKPOINT_OR_RUN",
+                   help="run folder or .pt file (default: the newest run under --runs)")
+    p.add_argument("--num", type=_positive_int, default=64, help="faces in the grid, seeds 0..N-1 (64)")
+    p.add_argument("--seeds", help="seeds such as 0-63 or 1,5,9 (overrides --num)")
+    p.add_argument("--out", metavar="PNG", help="grid file (default: generated.png in the run folder)")
+    p.add_argument("--outdir", metavar="DIR", help="write one PNG per seed here instead of a grid")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="faces per forward pass (64)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (auto)")
+    p.add_argument("--runs", default="runs", help="where to look for the newest run (runs)")
+    p.set_defaults(func=_generate)
+
+
+def _generate(args) -> None:
+    from . import checkpoints
+    from .generate import generate, load_generator, parse_seeds, write_per_seed
+    from .images import save_grid
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    checkpoint = checkpoints.resolve(args.checkpoint, args.runs, prefer="generator")
+    generator, _ = load_generator(checkpoint, device)
+    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num))
+    images = generate(generator, seeds, args.batch_size, device)
+    if args.outdir:
+        paths = write_per_seed(images, seeds, args.outdir)
+        print(f"wrote {len(paths)} images to {args.outdir} (seed{seeds[0]:04d}.png ...)")
+    else:
+        out = Path(args.out) if args.out else checkpoints.run_dir_of(checkpoint) / "generated.png"
+        save_grid(images, out)
+        print(f"wrote a grid of {len(images)} faces to {out}")
+
+
+def _add_interpolate(subparsers) -> None:
+    p = subparsers.add_parser("interpolate", help="faces morphing between two seeds")
+    p.add_argument("checkpoint", nargs="?", default=None, metavar="CHECKPOINT_OR_RUN")
+    p.add_argument("--from-seed", type=_non_negative_int, default=0, help="start seed (0)")
+    p.add_argument("--to-seed", type=_non_negative_int, default=1, help="end seed (1)")
+    p.add_argument("--steps", type=_positive_int, default=8, help="faces along the path (8)")
+    p.add_argument("--out", metavar="PNG", help="strip file (default: interpolation.png in the run folder)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs", default="runs")
+    p.set_defaults(func=_interpolate)
+
+
+def _interpolate(args) -> None:
+    from . import checkpoints
+    from .generate import interpolate, load_generator
+    from .images import save_grid
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    checkpoint = checkpoints.resolve(args.checkpoint, args.runs, prefer="generator")
+    generator, _ = load_generator(checkpoint, device)
+    images = interpolate(generator, args.from_seed, args.to_seed, args.steps, device)
+    out = Path(args.out) if args.out else checkpoints.run_dir_of(checkpoint) / "interpolation.png"
+    save_grid(images, out, columns=args.steps)
+    print(f"wrote {args.steps} faces from seed {args.from_seed} to seed {args.to_seed} to {out}")
+
+
+def _add_data(subparsers) -> None:
+    p = subparsers.add_parser("data", help="prepare and preview data sets")
+    sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    for name, helptext in (("prepare", "build the training cache ahead of time and print a summary"),
+                           ("preview", "write a grid of prepared training images")):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("source", nargs="?", default="faces", help="folder, .zip or 'faces' (faces)")
+        q.add_argument("--image-size", type=int, choices=(32, 64, 128), default=32)
+        q.add_argument("--crop", type=_non_negative_int, default=0, metavar="PX")
+        q.add_argument("--num-images", type=_positive_int, default=None, help="built-in faces only (20000)")
+        q.add_argument("--render-seed", type=_non_negative_int, default=0)
+        if name == "preview":
+            q.add_argument("--num", type=_positive_int, default=64, help="images in the grid (64)")
+            q.add_argument("--out", default="preview.png", metavar="PNG")
+        q.set_defaults(func=_data)
+
+
+def _data(args) -> None:
+    from .config import DataConfig
+    from .data.prepare import prepare, summary
+    from .images import save_grid
+
+    data = DataConfig(source=args.source, crop=args.crop, render_seed=args.render_seed)
+    if args.num_images:
+        data.num_images = args.num_images
+    if args.data_command == "preview" and args.source == "faces" and not args.num_images:
+        data.num_images = args.num  # a preview of the renderer needs only the faces it shows
+    prepared = prepare(data, args.image_size, progress=sys.stderr.isatty())
+    print(summary(prepared))
+    if args.data_command == "preview":
+        out = save_grid(prepared.images[:args.num], args.out)
+        print(f"wrote a grid of {min(args.num, len(prepared.images))} prepared images to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="facegan", description="Train DCGANs on faces and generate new ones.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"facegan {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(subparsers)
+    _add_generate(subparsers)
+    _add_interpolate(subparsers)
+    _add_data(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except FaceganError as exc:
+        print(f"facegan: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facegan: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,174 @@
+"""Configuration dataclasses. The resolved TrainConfig is written to each run folder and stored in
+every checkpoint, so anything downstream (resume, generate, evaluate) needs only the checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import FaceganError
+
+SUPPORTED_IMAGE_SIZES = (32, 64, 128)
+LOSSES = ("bce", "lsgan", "hinge")
+D_HEADS = ("conv", "linear")
+
+
+@dataclass
+class ModelConfig:
+    image_size: int = 32    # side of the square images, one of SUPPORTED_IMAGE_SIZES
+    z_size: int = 100       # length of the latent vector z (the DCGAN paper's 100)
+    conv_dim: int = 32      # channels of D's first conv and G's last hidden layer; doubles per layer (Udacity: 32)
+    num_layers: int = 0     # strided (de)conv layers; 0 = log2(image_size) - 2, i.e. down to 4x4
+    d_head: str = "conv"    # "conv": all-conv head as in Radford et al.; "linear": flatten -> fc (Udacity)
+    dropout: float = 0.0    # dropout after each D activation; 0 = off, as in the paper
+
+    @property
+    def layers(self) -> int:
+        """The number of strided layers actually used (resolves the 0 default)."""
+        return self.num_layers or int(math.log2(self.image_size)) - 2
+
+    @property
+    def final_size(self) -> int:
+        """Side of D's last feature map (and G's first), e.g. 4 for 64x64 with 4 layers."""
+        return self.image_size >> self.layers
+
+    def validate(self) -> None:
+        if self.image_size not in SUPPORTED_IMAGE_SIZES:
+            raise FaceganError(f"image size {self.image_size} is not supported: use one of "
+                               f"{', '.join(map(str, SUPPORTED_IMAGE_SIZES))}")
+        most = int(math.log2(self.image_size)) - 1  # stop at 2x2: a 1x1 map leaves nothing for the head
+        if not 1 <= self.layers <= most:
+            raise FaceganError(f"--num-layers {self.num_layers} does not fit {self.image_size}x{self.image_size} "
+                               f"images: use 1 to {most} (0 picks {most - 1})")
+        if self.conv_dim < 1 or self.z_size < 1:
+            raise FaceganError("--conv-dim and --z-size must be positive integers")
+        if self.d_head not in D_HEADS:
+            raise FaceganError(f"unknown discriminator head '{self.d_head}': use {' or '.join(D_HEADS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise FaceganError(f"--dropout {self.dropout} is out of range: use a value in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    source: str = "faces"   # "faces" = the built-in renderer; otherwise a folder or .zip of images
+    num_images: int = 20000  # how many faces the built-in renderer draws (ignored for real data)
+    render_seed: int = 0    # which built-in face set; the same seed always draws the same faces
+    crop: int = 0           # centre crop side in source pixels before resizing; 0 = largest centred square
+    flip: bool = True       # random horizontal flips while training (faces are left-right symmetric)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: str = "bce"            # bce (non-saturating), lsgan (least squares) or hinge
+    label_smoothing: float = 0.9  # D's target for real images (one-sided smoothing); 1.0 = off
+    lr_d: float = 2e-4           # discriminator Adam learning rate (DCGAN paper)
+    lr_g: float = 2e-4           # generator Adam learning rate; differ from lr_d for TTUR
+    beta1: float = 0.5           # Adam beta1; the paper's 0.5 steadies GAN training vs 0.9
+    beta2: float = 0.999         # Adam beta2
+    batch_size: int = 64         # images per step (per process)
+    epochs: int = 12             # passes over the data set
+    max_steps: int = 0           # stop after this many steps in total; 0 = run all epochs
+    seed: int = 0                # seeds weights, noise, shuffling and flips: same seed, same run
+    device: str = "auto"         # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
+    log_every: int = 50          # steps between metrics.jsonl lines (losses are synced only then)
+    keep_checkpoints: int = 3    # per-epoch checkpoints kept besides last.pt
+    num_samples: int = 64        # images in each fixed-noise progress grid
+    channels_last: bool | None = None  # NHWC memory layout; None = on for cpu/cuda (measured faster)
+    amp: str = "auto"            # mixed precision: auto (bf16 on cuda, off elsewhere), bf16 or off
+    compile: bool = False        # torch.compile both networks (slow start; pays on long GPU runs)
+
+    def validate(self) -> None:
+        self.model.validate()
+        if self.loss not in LOSSES:
+            raise FaceganError(f"unknown loss '{self.loss}': use one of {', '.join(LOSSES)}")
+        if not 0.0 < self.label_smoothing <= 1.0:
+            raise FaceganError(f"--label-smoothing {self.label_smoothing} is out of range: use (0, 1], 1.0 = off")
+        for name in ("lr_d", "lr_g"):
+            if not getattr(self, name) > 0:
+                raise FaceganError(f"--{name.replace('_', '-')} must be positive")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise FaceganError(f"--{name} must be in [0, 1)")
+        for name in ("batch_size", "epochs", "log_every", "num_samples", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise FaceganError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_steps < 0:
+            raise FaceganError("--max-steps must be 0 (no limit) or positive")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise FaceganError(f"unknown --amp '{self.amp}': use auto, bf16 or off")
+        if self.data.num_images < 1:
+            raise FaceganError("--num-images must be at least 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        """Build from nested dicts, naming any unknown key (a typo in a config file) in the error."""
+        try:
+            top = {k: v for k, v in raw.items() if k not in ("model", "data")}
+            return cls(model=_build(ModelConfig, raw.get("model", {}), "model"),
+                       data=_build(DataConfig, raw.get("data", {}), "data"), **_checked(cls, top, ""))
+        except TypeError as exc:
+            raise FaceganError(f"bad configuration: {exc}") from None
+
+
+def _checked(kind, values: dict, section: str) -> dict:
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f" in section '{section}'" if section else ""
+        raise FaceganError(f"unknown configuration key(s) {', '.join(unknown)}{where}: "
+                           f"known keys are {', '.join(sorted(known))}")
+    return values
+
+
+def _build(kind, values: dict, section: str):
+    return kind(**_checked(kind, values, section))
+
+
+def load_config_file(path) -> dict:
+    """Read a JSON config (such as a run's config.json) as nested dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise FaceganError(f"config file {path} does not exist: pass a JSON file such as a run's config.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise FaceganError(f"config file {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+# What may change when a run is resumed: the schedule and where it runs. Everything else shapes
+# the model, the data or the optimisation, and changing it would not be the same run.
+RESUMABLE_KEYS = {"epochs", "max_steps", "device", "log_every", "keep_checkpoints", "compile"}
+
+
+def apply_overrides(raw: dict, overrides: dict) -> dict:
+    """Nested config dict with dotted-key overrides applied, e.g. {"model.image_size": 64}."""
+    merged = json.loads(json.dumps(raw))
+    for dotted, value in overrides.items():
+        *sections, key = dotted.split(".")
+        target = merged
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = value
+    return merged
+
+
+def resume_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
+    """The checkpoint's config with the allowed overrides; a clear error for the rest."""
+    saved_raw = saved.to_dict()
+    for dotted, value in overrides.items():
+        current = saved_raw
+        for part in dotted.split("."):
+            current = current.get(part) if isinstance(current, dict) else None
+        if dotted not in RESUMABLE_KEYS and current != value:
+            flag = "--" + dotted.split(".")[-1].replace("_", "-")
+            raise FaceganError(f"cannot resume with {flag} {value}: the checkpoint was trained with {current}; "
+                               f"drop {flag}, or start a new run without --resume")
+    return TrainConfig.from_dict(apply_overrides(saved_raw, overrides))

@@ -1,0 +1,249 @@
+"""Sources (built-in renderer, folder, zip) -> a uint8 cache (N, H, W, 3) on disk, made once.
+
+The cache is a raw `.u8` array plus a `.json` record (source, options, count, checksum). The
+record is written last, by rename, and is what makes a cache valid: an interrupted preparation
+leaves no record, a truncated or edited array fails the size or checksum check, and a changed
+source changes the key. Either way the cache is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..config import DataConfig
+from ..errors import FaceganError
+from . import synthetic
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+CACHE_FORMAT = 1  # bump when decoding or the file layout changes
+_PARALLEL_MIN_ITEMS = 4000  # below this, worker start-up costs more than it saves
+_CHUNK = 256
+
+
+def cache_root() -> Path:
+    """Where prepared data lives: $FACEGAN_CACHE, else ~/.cache/facegan."""
+    return Path(os.environ.get("FACEGAN_CACHE") or Path.home() / ".cache" / "facegan")
+
+
+@dataclass
+class Source:
+    """What to decode: `items` are face indices, file paths or zip member names."""
+    kind: str           # "faces", "folder" or "zip"
+    location: str       # "" for faces, else the absolute path
+    items: list
+    signature: str      # changes whenever the source's content may have changed
+    describe: str       # for messages and run names
+
+    @property
+    def short_name(self) -> str:
+        return "faces" if self.kind == "faces" else Path(self.location).stem.replace(" ", "_")
+
+
+def resolve_source(data: DataConfig) -> Source:
+    """Find the images a DataConfig names, or say exactly what is wrong with it."""
+    if data.source == "faces":
+        return Source("faces", "", list(range(data.num_images)),
+                      f"renderer{synthetic.RENDERER_VERSION}:seed{data.render_seed}:n{data.num_images}",
+                      f"built-in faces ({data.num_images}, seed {data.render_seed})")
+    path = Path(data.source).expanduser()
+    if not path.exists():
+        raise FaceganError(f"data path {path} does not exist: pass a folder or .zip of face images, "
+                           f"or leave out --data to use the built-in faces")
+    path = path.resolve()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not files:
+            empty = not any(path.iterdir())
+            raise FaceganError(f"folder {path} {'is empty' if empty else 'has no images'}: put "
+                               f"{'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files in it (subfolders are searched)")
+        digest = hashlib.sha256()
+        for f in files:  # names, sizes and times: a stat per file, no reading
+            st = f.stat()
+            digest.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return Source("folder", str(path), [str(f) for f in files], digest.hexdigest(), str(path))
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = sorted(i.filename for i in archive.infolist()
+                             if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTENSIONS
+                             and not Path(i.filename).name.startswith("._"))  # macOS resource forks
+        if not members:
+            raise FaceganError(f"zip {path} has no images: it must contain "
+                               f"{'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files")
+        st = path.stat()
+        return Source("zip", str(path), members, f"{st.st_size}:{st.st_mtime_ns}", str(path))
+    raise FaceganError(f"{path} is neither a folder nor a .zip file: pass a folder or .zip of face images")
+
+
+def decode_image(raw, image_size: int, crop: int = 0) -> np.ndarray:
+    """Any image file (path or bytes) -> uint8 (size, size, 3): RGB, centre crop, antialiased resize.
+
+    `crop` is the side of the centred square to keep, in source pixels (CelebA's 108/138/178);
+    0 keeps the largest centred square. Small sources are upscaled."""
+    with Image.open(io.BytesIO(raw) if isinstance(raw, bytes) else raw) as img:
+        source_width = img.size[0]
+        side = min(crop, *img.size) if crop else min(img.size)
+        if img.format == "JPEG":
+            # libjpeg can decode at 1/2, 1/4 or 1/8 scale for almost free; ask for the smallest
+            # scale that still leaves the crop at least image_size pixels wide.
+            shrink = image_size / side
+            img.draft("RGB", (max(1, int(img.size[0] * shrink)), max(1, int(img.size[1] * shrink))))
+        side = side * img.size[0] / source_width  # the crop in decoded pixels
+        img = img.convert("RGB")  # grayscale, RGBA, palette, CMYK -> RGB
+        left, top = (img.size[0] - side) / 2, (img.size[1] - side) / 2
+        img = img.resize((image_size, image_size), Image.LANCZOS, box=(left, top, left + side, top + side))
+        return np.asarray(img, dtype=np.uint8)
+
+
+# Each worker process keeps its zip open across chunks instead of re-reading the directory.
+_open_zips: dict[str, zipfile.ZipFile] = {}
+
+
+def _decode_chunk(kind: str, location: str, items: list, image_size: int, crop: int, render_seed: int):
+    """Decode one chunk of items -> (uint8 (k, S, S, 3) of the readable ones, number skipped)."""
+    if kind == "faces":
+        return synthetic.render_faces(items, size=image_size, seed=render_seed), 0
+    images, skipped = [], 0
+    for item in items:
+        try:
+            if kind == "zip":
+                archive = _open_zips.get(location) or _open_zips.setdefault(location, zipfile.ZipFile(location))
+                raw = archive.read(item)
+            else:
+                raw = item
+            images.append(decode_image(raw, image_size, crop))
+        except Exception:  # noqa: BLE001 - any unreadable file is skipped and counted, whatever the cause
+            skipped += 1
+    if not images:
+        return np.empty((0, image_size, image_size, 3), np.uint8), skipped
+    return np.stack(images), skipped
+
+
+@dataclass
+class PreparedData:
+    images: np.ndarray   # uint8 (N, S, S, 3), memory-mapped copy-on-write: never a second copy in RAM
+    record: dict         # the cache's JSON record
+    path: Path           # the .u8 file
+    reused: bool         # True when an existing cache was used
+
+
+def _cache_key(source: Source, image_size: int, crop: int) -> str:
+    crop = 0 if source.kind == "faces" else crop  # the renderer draws at the final size; crop has no meaning
+    text = json.dumps([CACHE_FORMAT, source.kind, source.location, source.signature, image_size, crop])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _checksum(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_valid(array_path: Path, record_path: Path, key: str):
+    """The cached array if its record exists and it matches byte for byte; else None."""
+    try:
+        record = json.loads(record_path.read_text())
+        shape = tuple(record["shape"])
+        if record.get("key") != key or array_path.stat().st_size != int(np.prod(shape)):
+            return None
+        if _checksum(array_path) != record["checksum"]:
+            return None
+        return np.memmap(array_path, dtype=np.uint8, mode="c", shape=shape), record
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = False,
+            workers: int | None = None) -> PreparedData:
+    """Return the prepared images for `data` at `image_size`, building the cache if needed."""
+    source = resolve_source(data)
+    crop = 0 if source.kind == "faces" else data.crop
+    if crop < 0:
+        raise FaceganError(f"--crop {crop} is negative: use a side in pixels such as 108, or 0 for none")
+    key = _cache_key(source, image_size, crop)
+    root = Path(cache_dir) if cache_dir else cache_root()
+    array_path, record_path = root / f"{source.short_name}-{image_size}px-{key}.u8", root / f"{source.short_name}-{image_size}px-{key}.json"
+    cached = _load_valid(array_path, record_path, key) if record_path.exists() else None
+    if cached is not None:
+        return PreparedData(cached[0], cached[1], array_path, reused=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FaceganError(f"cannot create the data cache folder {root} ({exc.strerror}): "
+                           f"set FACEGAN_CACHE to a writable folder") from None
+    record_path.unlink(missing_ok=True)  # from here on the old record must not vouch for a new array
+
+    started = time.perf_counter()
+    frame = image_size * image_size * 3
+    tmp_path = array_path.with_name(array_path.name + f".tmp{os.getpid()}")
+    written = skipped = 0
+    chunks = [source.items[i:i + _CHUNK] for i in range(0, len(source.items), _CHUNK)]
+    args = (source.kind, source.location)
+    options = (image_size, crop, data.render_seed)
+    bar = _progress_bar(len(source.items), f"preparing {source.describe}", progress)
+    try:
+        with open(tmp_path, "wb") as out:
+            workers = workers or os.cpu_count() or 1
+            if workers > 1 and len(source.items) >= _PARALLEL_MIN_ITEMS:
+                import multiprocessing
+                # spawn, not fork: the parent may hold torch's thread pools, which fork can deadlock.
+                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    results = pool.map(_decode_chunk, *zip(*[(*args, c, *options) for c in chunks]))
+                    for chunk, (images, bad) in zip(chunks, results):
+                        out.write(images.tobytes())
+                        written, skipped = written + len(images), skipped + bad
+                        bar.update(len(chunk))
+            else:
+                for chunk in chunks:
+                    images, bad = _decode_chunk(*args, chunk, *options)
+                    out.write(images.tobytes())
+                    written, skipped = written + len(images), skipped + bad
+                    bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        bar.close()
+        if written == 0:
+            raise FaceganError(f"none of the {len(source.items)} images in {source.describe} could be read "
+                               f"(all corrupt or not images): check the files, or point --data elsewhere")
+        os.replace(tmp_path, array_path)
+        record = {
+            "key": key, "format": CACHE_FORMAT, "source": source.describe, "kind": source.kind,
+            "image_size": image_size, "crop": crop, "shape": [written, image_size, image_size, 3],
+            "found": len(source.items), "used": written, "skipped": skipped,
+            "bytes": written * frame, "checksum": _checksum(array_path),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        tmp_record = record_path.with_name(record_path.name + f".tmp{os.getpid()}")
+        tmp_record.write_text(json.dumps(record, indent=1))
+        os.replace(tmp_record, record_path)  # the commit point: only now is the cache valid
+    finally:
+        bar.close()
+        tmp_path.unlink(missing_ok=True)
+    images = np.memmap(array_path, dtype=np.uint8, mode="c", shape=tuple(record["shape"]))
+    return PreparedData(images, record, array_path, reused=False)
+
+
+def summary(prepared: PreparedData) -> str:
+    """One line: what was found, used and skipped, and where the cache lives."""
+    r = prepared.record
+    skipped = f", {r['skipped']} unreadable skipped" if r["skipped"] else ""
+    how = "reused cache" if prepared.reused else f"prepared in {r['seconds']:.1f}s"
+    return (f"{r['source']}: {r['used']} of {r['found']} images at {r['image_size']}x{r['image_size']}"
+            f"{skipped} ({r['bytes'] / 2**20:.1f} MiB, {how}: {prepared.path})")
+
+
+def _progress_bar(total: int, description: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=description, unit="img", disable=not enabled, leave=False)

@@ -1,0 +1,5 @@
+"""The one exception type users see: a sentence naming the problem and the fix, never a traceback."""
+
+
+class FaceganError(Exception):
+    """A problem with the user's input or environment; the CLI prints it as one line and exits 2."""

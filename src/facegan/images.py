@@ -1,0 +1,86 @@
+"""Image grids, PNG writing and plots: everything that turns arrays into files a person opens."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output (N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
+    images = (images.detach().float().clamp(-1, 1) + 1.0) * 127.5
+    return images.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile uint8 images (N, H, W, 3) into one (rows*H', columns*W', 3) picture."""
+    n, h, w, _ = images.shape
+    columns = columns or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / columns)
+    grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, 3), 255, np.uint8)
+    for i in range(n):
+        top = padding + (i // columns) * (h + padding)
+        left = padding + (i % columns) * (w + padding)
+        grid[top:top + h, left:left + w] = images[i]
+    return grid
+
+
+def _atomic_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def save_png(image: np.ndarray, path, upscale: int = 1) -> Path:
+    """Write a uint8 (H, W, 3) array as PNG, via a temporary file so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture = Image.fromarray(image)
+    if upscale > 1:  # small training images are hard to judge at 1:1
+        picture = picture.resize((picture.width * upscale, picture.height * upscale), Image.NEAREST)
+    tmp = _atomic_path(path)
+    picture.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(images: np.ndarray, path, columns: int | None = None) -> Path:
+    """Grid of uint8 images, upscaled so 32x32 faces are still readable on screen."""
+    upscale = max(1, 128 // images.shape[1])
+    return save_png(make_grid(images, columns), path, upscale=upscale)
+
+
+def plot_losses(metrics_path, out_path) -> Path | None:
+    """Plot D and G losses and D's outputs from metrics.jsonl; None when there is nothing yet."""
+    import matplotlib
+    matplotlib.use("Agg")  # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss_d" in r]
+    if not rows:
+        return None
+    steps = [r["step"] for r in rows]
+    fig, (ax_loss, ax_prob) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(steps, [r["loss_d"] for r in rows], label="discriminator")
+    ax_loss.plot(steps, [r["loss_g"] for r in rows], label="generator")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("Training losses")
+    ax_loss.legend()
+    ax_prob.plot(steps, [r["d_real"] for r in rows], label="D(x) real")
+    ax_prob.plot(steps, [r["d_fake"] for r in rows], label="D(G(z)) fake")
+    ax_prob.set_xlabel("step")
+    ax_prob.set_title("Mean discriminator output")
+    ax_prob.legend()
+    fig.tight_layout()
+    out_path = Path(out_path)
+    tmp = _atomic_path(out_path)
+    fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    os.replace(tmp, out_path)
+    return out_path

@@ -1,0 +1,73 @@
+"""GAN losses as objects with a D phase and a G phase, so a new loss never touches the training loop.
+
+All take D's raw logits (N,). `score` maps logits to the number logged as D(x) / D(G(z)):
+a probability for BCE, the raw output otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import FaceganError
+
+
+class GANLoss:
+    def __init__(self, real_label: float = 1.0):
+        self.real_label = real_label  # D's target for real images; < 1 is one-sided label smoothing
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+
+class BCELoss(GANLoss):
+    """Non-saturating GAN loss: D maximises log D(x) + log(1 - D(G(z))), G maximises log D(G(z)).
+
+    BCE-with-logits is the numerically stable form of sigmoid + BCELoss."""
+
+    def d_loss(self, real_logits, fake_logits):
+        real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, self.real_label))
+        fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        return real + fake
+
+    def g_loss(self, fake_logits):
+        # Targets are 1, never smoothed: smoothing is one-sided, for D's real labels only.
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+    def score(self, logits):
+        return torch.sigmoid(logits)
+
+
+class LSGANLoss(GANLoss):
+    """Least squares GAN (Mao et al. 2017) with targets a=0 (fake), b=real_label (real), c=1."""
+
+    def d_loss(self, real_logits, fake_logits):
+        return 0.5 * ((real_logits - self.real_label) ** 2).mean() + 0.5 * (fake_logits ** 2).mean()
+
+    def g_loss(self, fake_logits):
+        return 0.5 * ((fake_logits - 1.0) ** 2).mean()
+
+
+class HingeLoss(GANLoss):
+    """Hinge loss (Lim & Ye 2017; SAGAN, BigGAN). Label smoothing does not apply."""
+
+    def d_loss(self, real_logits, fake_logits):
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+    def g_loss(self, fake_logits):
+        return -fake_logits.mean()
+
+
+_LOSSES = {"bce": BCELoss, "lsgan": LSGANLoss, "hinge": HingeLoss}
+
+
+def make_loss(name: str, label_smoothing: float = 1.0) -> GANLoss:
+    if name not in _LOSSES:
+        raise FaceganError(f"unknown loss '{name}': use one of {', '.join(_LOSSES)}")
+    return _LOSSES[name](real_label=label_smoothing)

@@ -1,0 +1,103 @@
+"""DCGAN generator and discriminator (Radford et al. 2016), built from a ModelConfig.
+
+With L = cfg.layers strided layers, S = cfg.image_size, s0 = S / 2**L (cfg.final_size) and
+C = cfg.conv_dim, the discriminator halves the side and doubles the channels L times:
+(N, 3, S, S) -> (N, C, S/2, S/2) -> ... -> (N, C*2**(L-1), s0, s0) -> head -> (N,) logits,
+and the generator mirrors it from z. Default 64x64: 4 layers, 64 -> 32 -> 16 -> 8 -> 4.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+class Discriminator(nn.Module):
+    """Strided convolutions, no pooling; BatchNorm on all but the first layer; LeakyReLU(0.2)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        blocks = []
+        channels_in, side = 3, cfg.image_size
+        for i in range(cfg.layers):
+            channels_out, side = cfg.conv_dim * 2 ** i, side // 2
+            layers = OrderedDict()
+            # A bias only where no BatchNorm follows: BatchNorm's shift makes it redundant.
+            layers["conv"] = nn.Conv2d(channels_in, channels_out, 4, 2, 1, bias=(i == 0))  # (N, C*2**i, side, side)
+            if i > 0:  # the paper leaves D's input layer without BatchNorm
+                layers["bn"] = nn.BatchNorm2d(channels_out)
+            layers["act"] = nn.LeakyReLU(0.2, inplace=True)
+            if cfg.dropout > 0:
+                layers["dropout"] = nn.Dropout2d(cfg.dropout)
+            blocks.append(nn.Sequential(layers))
+            channels_in = channels_out
+        self.features = nn.Sequential(*blocks)  # (N, C*2**(L-1), s0, s0)
+        if cfg.d_head == "conv":
+            # One s0 x s0 convolution: all-convolutional, as in the paper.
+            self.head = nn.Conv2d(channels_in, 1, side, 1, 0)  # (N, 1, 1, 1)
+        else:
+            # Flatten and a fully connected layer, as in the Udacity project.
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels_in * side * side, 1))  # (N, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, S, S) in [-1, 1] -> raw logits (N,); the loss applies any sigmoid."""
+        return self.head(self.features(images)).flatten()  # (N,)
+
+
+class Generator(nn.Module):
+    """z -> transposed convolutions with BatchNorm and ReLU -> tanh image in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        top = cfg.conv_dim * 2 ** (cfg.layers - 1)
+        # Project z (a 1x1 map) to the smallest feature map with one s0 x s0 transposed convolution.
+        self.project = nn.Sequential(OrderedDict(
+            conv=nn.ConvTranspose2d(cfg.z_size, top, cfg.final_size, 1, 0, bias=False),  # (N, top, s0, s0)
+            bn=nn.BatchNorm2d(top),
+            act=nn.ReLU(inplace=True),
+        ))
+        blocks = []
+        channels = top
+        for _ in range(cfg.layers - 1):
+            blocks.append(nn.Sequential(OrderedDict(
+                conv=nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),  # (N, channels/2, 2x side)
+                bn=nn.BatchNorm2d(channels // 2),
+                act=nn.ReLU(inplace=True),
+            )))
+            channels //= 2
+        self.upsample = nn.Sequential(*blocks)  # (N, C, S/2, S/2)
+        # No BatchNorm on the output layer (the paper): it would pin the colour statistics.
+        self.to_rgb = nn.ConvTranspose2d(channels, 3, 4, 2, 1)  # (N, 3, S, S)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (N, z_size) or (N, z_size, 1, 1) -> images (N, 3, S, S) in [-1, 1]."""
+        z = z.reshape(z.shape[0], self.config.z_size, 1, 1)
+        return torch.tanh(self.to_rgb(self.upsample(self.project(z))))
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: conv/linear weights N(0, 0.02), BatchNorm weight N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def build_models(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+    """Both networks, freshly initialised from the current torch RNG."""
+    generator, discriminator = Generator(cfg), Discriminator(cfg)
+    init_weights(generator)
+    init_weights(discriminator)
+    return generator, discriminator

@@ -1,0 +1,318 @@
+"""The one training loop: D step then G step, metrics, progress grids, checkpoints, exact resume.
+
+Speed features are switches on this loop (channels_last, bf16 autocast, torch.compile), never a
+second copy of it. Everything random (weights, shuffles, flips, z, dropout) flows from cfg.seed
+through generators whose states are checkpointed, so 2 epochs straight and 1 + resume + 1 give
+the same weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from . import checkpoints
+from .config import TrainConfig
+from .data.batches import BatchSource
+from .data.prepare import PreparedData, prepare, summary
+from .errors import FaceganError
+from .images import plot_losses, save_grid, to_uint8
+from .losses import GANLoss, make_loss
+from .models import build_models
+
+METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda, else mps, else cpu; an explicit device must exist here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FaceganError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FaceganError(f"device '{name}' asked for, but this PyTorch sees no CUDA GPU: use --device cpu, "
+                           f"or install a CUDA build of torch (see README)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise FaceganError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise FaceganError("device 'mps' asked for, but Apple's Metal backend is not available: use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise FaceganError(f"unsupported device '{name}': use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torch.Tensor, z: torch.Tensor,
+               autocast=contextlib.nullcontext) -> torch.Tensor:
+    """One DCGAN step: D on real vs detached fake, then G through the updated D.
+
+    Returns (loss_d, loss_g, mean D(x), mean D(G(z))) as one detached tensor: no host sync here."""
+    with autocast():
+        fake = generator(z)
+        real_logits = discriminator(real)
+        fake_logits = discriminator(fake.detach())
+        loss_d = loss.d_loss(real_logits.float(), fake_logits.float())
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+
+    # G step. D's weights are frozen so backward computes only the input gradients G needs,
+    # not D's weight gradients, which the textbook step computes and then throws away.
+    discriminator.requires_grad_(False)
+    with autocast():
+        loss_g = loss.g_loss(discriminator(fake).float())
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    discriminator.requires_grad_(True)
+    return torch.stack([loss_d.detach(), loss_g.detach(),
+                        loss.score(real_logits.detach().float()).mean(),
+                        loss.score(fake_logits.detach().float()).mean()])
+
+
+class _StopRequest:
+    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once (files stay intact)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if _in_main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+class Trainer:
+    """Owns one run: its models, optimisers, random streams, data position and run folder."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, prepared: PreparedData, state: dict | None = None,
+                 progress: bool = True, log=print):
+        cfg.validate()
+        self.cfg, self.run_dir, self.progress, self.log = cfg, Path(run_dir), progress, log
+        self.device = resolve_device(cfg.device)
+        if len(prepared.images) < cfg.batch_size:
+            if state is not None:
+                raise FaceganError(f"the data set has {len(prepared.images)} images, fewer than this run's batch "
+                                   f"size {cfg.batch_size}: resume with the data the run was trained on")
+            log(f"warning: only {len(prepared.images)} images, fewer than --batch-size {cfg.batch_size}; "
+                f"using batch size {len(prepared.images)}")
+            cfg.batch_size = len(prepared.images)
+
+        on_gpu = self.device.type == "cuda"
+        channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type in ("cpu", "cuda")
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if on_gpu else "off")
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if amp == "bf16" \
+            else contextlib.nullcontext
+
+        torch.manual_seed(cfg.seed)
+        self.generator, self.discriminator = build_models(cfg.model)
+        for net in (self.generator, self.discriminator):
+            net.to(self.device, memory_format=self.memory_format)
+        adam = dict(betas=(cfg.beta1, cfg.beta2), **({"fused": True} if on_gpu else {"foreach": True}))
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, **adam)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, **adam)
+        self.loss = make_loss(cfg.loss, cfg.label_smoothing)
+        # The compiled wrappers are only called; the plain modules are what gets saved (no _orig_mod.).
+        self.g_step, self.d_step = ((torch.compile(self.generator), torch.compile(self.discriminator))
+                                    if cfg.compile else (self.generator, self.discriminator))
+
+        self.noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # z and flips, in step order
+        self.fixed_z = torch.randn(cfg.num_samples, cfg.model.z_size,
+                                   generator=torch.Generator().manual_seed(cfg.seed + 2)).to(self.device)
+        self.batches = BatchSource(prepared.images, cfg.batch_size, self.device, cfg.seed, cfg.data.flip,
+                                   self.memory_format)
+        if self.batches.steps_per_epoch < 1:
+            raise FaceganError("the data set is too small for one batch: add images or lower --batch-size")
+        self.step = self.epoch = self.step_in_epoch = 0
+        if state is not None:
+            self._restore(state)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+
+    # --- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "noise": self.noise.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": checkpoints.TRAINING_STATE, "config": self.cfg.to_dict(),
+            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "rng": rng,
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        torch.set_rng_state(state["rng"]["torch"])
+        self.noise.set_state(state["rng"]["noise"].to(self.noise.get_state().device))
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.step_in_epoch > self.batches.steps_per_epoch:
+            raise FaceganError("the checkpoint's data position is past the end of an epoch of this data: "
+                               "resume with the data the run was trained on")
+
+    def save_checkpoint(self, end_of_epoch: bool) -> Path:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        last = checkpoints.atomic_save(self.state_dict(), self.checkpoint_dir / "last.pt")
+        if end_of_epoch:
+            numbered = self.checkpoint_dir / f"epoch-{self.epoch:04d}.pt"
+            tmp = numbered.with_name(f".{numbered.name}.tmp{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            os.link(last, tmp)  # a second name for the same bytes: no second write
+            os.replace(tmp, numbered)
+            checkpoints.prune_epoch_checkpoints(self.checkpoint_dir, self.cfg.keep_checkpoints)
+        checkpoints.atomic_save({"format": checkpoints.GENERATOR_SNAPSHOT, "config": self.cfg.to_dict(),
+                                 "generator": self.generator.state_dict(), "step": self.step,
+                                 "epoch": self.epoch}, self.run_dir / "generator.pt")
+        return last
+
+    # --- outputs ----------------------------------------------------------------------------
+    def write_samples(self, name: str) -> Path:
+        self.generator.eval()
+        with torch.no_grad(), self.autocast():
+            images = to_uint8(self.generator(self.fixed_z))
+        self.generator.train()
+        return save_grid(images, self.run_dir / "samples" / f"{name}.png")
+
+    def write_reals(self) -> Path:
+        first = self.batches.shard(0)[:self.cfg.num_samples]
+        return save_grid(self.batches.images[first.to(self.batches.images.device)].cpu().numpy(),
+                         self.run_dir / "reals.png")
+
+    def _append_metrics(self, row: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """On resume, forget lines logged after the checkpoint (a crash can leave some)."""
+        if not self.metrics_path.exists():
+            return
+        lines = self.metrics_path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.metrics_path)
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        per_epoch = self.batches.steps_per_epoch
+        if self.epoch >= cfg.epochs or (cfg.max_steps and self.step >= cfg.max_steps):
+            self.log(f"nothing to do: the run is at epoch {self.epoch}, step {self.step}; "
+                     f"raise --epochs or --max-steps to train further")
+            return {"step": self.step, "epoch": self.epoch, "stopped": "complete"}
+        if self.step == 0:
+            self.write_reals()
+        else:
+            self._drop_metrics_after(self.step)
+        from tqdm import tqdm
+
+        window, window_steps, window_start = torch.zeros(len(METRIC_NAMES), device=self.device), 0, time.perf_counter()
+        stopped = "complete"
+        with _StopRequest() as stop:
+            while self.epoch < cfg.epochs:
+                bar = tqdm(total=per_epoch, initial=self.step_in_epoch, disable=not self.progress,
+                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
+                for real in self.batches.epoch(self.epoch, self.noise, start_step=self.step_in_epoch):
+                    z = torch.randn(len(real), cfg.model.z_size, device=self.device, generator=self.noise)
+                    window += train_step(self.g_step, self.d_step, self.opt_g, self.opt_d, self.loss, real, z,
+                                         self.autocast)
+                    window_steps += 1
+                    self.step += 1
+                    self.step_in_epoch += 1
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0:
+                        row = self._log_window(window, window_steps, window_start)
+                        bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}",
+                                        img_s=f"{row['images_per_s']:.0f}")
+                        window.zero_()
+                        window_steps, window_start = 0, time.perf_counter()
+                    if stop.requested or (cfg.max_steps and self.step >= cfg.max_steps):
+                        break
+                bar.close()
+                if self.step_in_epoch == per_epoch:
+                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                    self.write_samples(f"epoch-{self.epoch:04d}")
+                    self.save_checkpoint(end_of_epoch=True)
+                    plot_losses(self.metrics_path, self.run_dir / "losses.png") if self.metrics_path.exists() else None
+                    self.log(f"epoch {self.epoch}/{cfg.epochs} done at step {self.step}")
+                if stop.requested or (cfg.max_steps and self.step >= cfg.max_steps):
+                    stopped = "interrupted" if stop.requested else "max_steps"
+                    break
+        if stopped != "complete" and self.step_in_epoch:  # a mid-epoch stop: save where we are
+            if window_steps:
+                self._log_window(window, window_steps, window_start)
+            self.write_samples(f"step-{self.step:07d}")
+            self.save_checkpoint(end_of_epoch=False)
+            if self.metrics_path.exists():
+                plot_losses(self.metrics_path, self.run_dir / "losses.png")
+        if stopped == "interrupted":
+            self.log(f"stopped by Ctrl-C at step {self.step}; checkpoint saved, continue with --resume {self.run_dir}")
+        return {"step": self.step, "epoch": self.epoch, "stopped": stopped}
+
+    def _log_window(self, window: torch.Tensor, steps: int, started: float) -> dict:
+        values = (window / steps).tolist()  # the one host sync per log_every steps
+        row = {"step": self.step, "epoch": round(self.step / self.batches.steps_per_epoch, 3),
+               **{name: round(v, 5) for name, v in zip(METRIC_NAMES, values)},
+               "images_per_s": round(steps * self.cfg.batch_size / max(time.perf_counter() - started, 1e-9), 1),
+               "time": round(time.time(), 3)}
+        self._append_metrics(row)
+        return row
+
+
+def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True, log=print,
+          cache_dir=None) -> Path:
+    """Train a new run under `out`, or continue the one `resume_from` (a checkpoint file) belongs to.
+
+    For resume, `cfg` must already be the checkpoint's config with any allowed changes applied
+    (config.resume_config does that). Returns the run folder."""
+    # Everything that can be wrong with the input is checked before a run folder exists.
+    cfg.validate()
+    resolve_device(cfg.device)
+    state = checkpoints.load(resume_from) if resume_from is not None else None
+    prepared = prepare(cfg.data, cfg.model.image_size, cache_dir=cache_dir, progress=progress)
+    log(summary(prepared))
+    if resume_from is not None:
+        run_dir = checkpoints.run_dir_of(resume_from)
+    else:
+        source_name = Path(cfg.data.source).stem if cfg.data.source != "faces" else "faces"
+        run_dir = checkpoints.new_run_dir(out, f"{source_name}{cfg.model.image_size}")
+    trainer = Trainer(cfg, run_dir, prepared, state=state, progress=progress, log=log)
+    (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2) + "\n")
+    log(f"run folder: {run_dir}")
+    result = trainer.run()
+    log(f"finished at epoch {result['epoch']}, step {result['step']} ({result['stopped']}); "
+        f"samples in {run_dir / 'samples'}")
+    return run_dir
