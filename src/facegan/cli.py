@@ -51,7 +51,7 @@ _TRAIN_OPTIONS = {
                                               help="strided (de)conv layers; 0 = log2(size)-2, down to 4x4")),
     "--d-head": ("model.d_head", dict(choices=("conv", "linear"), help="discriminator head (conv)")),
     "--dropout": ("model.dropout", dict(type=float, help="dropout in D, 0 = off (0)")),
-    "--epochs": ("epochs", dict(type=_positive_int, help="passes over the data (12)")),
+    "--epochs": ("epochs", dict(type=_positive_int, help="passes over the data (20)")),
     "--max-steps": ("max_steps", dict(type=_non_negative_int, help="stop after this many steps; 0 = no limit")),
     "--batch-size": ("batch_size", dict(type=_positive_int, help="images per step (64)")),
     "--lr-d": ("lr_d", dict(type=float, help="discriminator learning rate (2e-4)")),
@@ -226,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad option already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         args.func(args)
     except FaceganError as exc:

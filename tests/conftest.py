@@ -1,0 +1,49 @@
+"""Shared fixtures: an isolated data cache per test session, and image files the tests write."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test prepares data into a private cache, never the user's ~/.cache/facegan."""
+    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def face_like(seed: int, size=(40, 48)) -> Image.Image:
+    """A small RGB picture with structure (so resizing and cropping are visible)."""
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    array[size[1] // 4: 3 * size[1] // 4, size[0] // 4: 3 * size[0] // 4] = (200, 150, 120)
+    return Image.fromarray(array)
+
+
+def write_image_folder(root, count=6):
+    """A nested folder of mixed formats and modes, plus one corrupt file and one non-image."""
+    (root / "a" / "b").mkdir(parents=True)
+    face_like(0).save(root / "one.png")
+    face_like(1).save(root / "a" / "two.jpg", quality=95)
+    face_like(2).convert("L").save(root / "a" / "gray.png")
+    face_like(3).convert("RGBA").save(root / "a" / "b" / "rgba.png")
+    face_like(4).convert("P").save(root / "a" / "b" / "palette.bmp")
+    face_like(5).save(root / "a" / "b" / "five.webp")
+    for i in range(6, count):
+        face_like(i).save(root / f"extra{i}.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def write_image_zip(path, count=5):
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(count):
+            buffer = io.BytesIO()
+            face_like(i).save(buffer, format="PNG")
+            archive.writestr(f"img_align/{i:06d}.png", buffer.getvalue())
+        archive.writestr("img_align/bad.jpg", b"garbage")
+        archive.writestr("__MACOSX/img_align/._000000.png", b"resource fork")
+    return path

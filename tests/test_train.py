@@ -1,0 +1,127 @@
+"""Smoke runs of the training loop on tiny generated data: learning, exact resume, Ctrl-C."""
+
+import numpy as np
+import pytest
+import torch
+
+from facegan import checkpoints
+from facegan.config import DataConfig, ModelConfig, TrainConfig, resume_config
+from facegan.data.prepare import PreparedData
+from facegan.generate import load_generator
+from facegan.train import Trainer, train
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(model=ModelConfig(conv_dim=8, z_size=16), data=DataConfig(num_images=96), batch_size=16,
+                epochs=2, log_every=2, num_samples=4)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_moves_samples_toward_the_data(tmp_path):
+    # Easy data: orange with pixel noise (identical images would give D's BatchNorm zero variance).
+    # G starts near grey (mean ~0 in [-1, 1]). A high lr lets 96 steps move the colour clearly.
+    target = np.array([230, 120, 30])
+    noise = np.random.default_rng(0).normal(0, 25, (256, 32, 32, 3))
+    images = np.clip(target + noise, 0, 255).astype(np.uint8)
+    prepared = PreparedData(images, {}, tmp_path / "x.u8", reused=False)
+    cfg = tiny_config(epochs=6, data=DataConfig(flip=False), lr_d=2e-3, lr_g=2e-3)
+    trainer = Trainer(cfg, tmp_path / "run", prepared, progress=False, log=lambda *a: None)
+    target_tanh = torch.tensor(target / 127.5 - 1.0, dtype=torch.float32)
+
+    def colour_error():
+        trainer.generator.eval()
+        with torch.no_grad():
+            mean = trainer.generator(trainer.fixed_z).mean(dim=(0, 2, 3))
+        trainer.generator.train()
+        return (mean - target_tanh).abs().mean().item()
+
+    before = colour_error()
+    trainer.run()
+    after = colour_error()
+    assert before > 0.4
+    assert after < before / 2, (before, after)
+
+
+def _weights(run_dir):
+    state = checkpoints.load(run_dir / "checkpoints" / "last.pt")
+    return state
+
+
+def _assert_same_state(a, b):
+    for key in ("generator", "discriminator"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs"
+    for key in ("opt_g", "opt_d"):
+        for index, slots in a[key]["state"].items():
+            for slot, tensor in slots.items():
+                assert torch.equal(tensor, b[key]["state"][index][slot]), f"{key} {index} {slot} differs"
+    assert a["step"] == b["step"] and a["epoch"] == b["epoch"]
+
+
+def test_two_epochs_equal_one_plus_resume_plus_one_bit_for_bit(tmp_path):
+    quiet = dict(progress=False, log=lambda *a: None)
+    straight = train(tiny_config(), out=tmp_path / "a", **quiet)
+    half = train(tiny_config(epochs=1), out=tmp_path / "b", **quiet)
+    last = half / "checkpoints" / "last.pt"
+    resumed = train(resume_config(checkpoints.config_of(checkpoints.load(last)), {"epochs": 2}),
+                    resume_from=last, **quiet)
+    assert resumed == half
+    _assert_same_state(_weights(straight), _weights(resumed))
+
+
+def test_mid_epoch_stop_and_resume_with_dropout_is_exact(tmp_path):
+    # Mid-epoch stop exercises the data position; dropout exercises the global RNG state.
+    quiet = dict(progress=False, log=lambda *a: None)
+    cfg = tiny_config(model=ModelConfig(conv_dim=8, z_size=16, dropout=0.3))
+    straight = train(cfg, out=tmp_path / "a", **quiet)
+    stopped = train(tiny_config(model=ModelConfig(conv_dim=8, z_size=16, dropout=0.3), max_steps=5),
+                    out=tmp_path / "b", **quiet)
+    last = stopped / "checkpoints" / "last.pt"
+    assert checkpoints.load(last)["step_in_epoch"] == 5
+    train(resume_config(checkpoints.config_of(checkpoints.load(last)), {"max_steps": 0}), resume_from=last, **quiet)
+    _assert_same_state(_weights(straight), _weights(stopped))
+
+
+def test_run_folder_contents_and_bounded_checkpoints(tmp_path):
+    run = train(tiny_config(epochs=4, keep_checkpoints=2), out=tmp_path, progress=False, log=lambda *a: None)
+    assert (run / "config.json").is_file() and (run / "reals.png").is_file() and (run / "losses.png").is_file()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [f"epoch-000{i}.png" for i in range(1, 5)]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0003.pt", "epoch-0004.pt", "last.pt"]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 12  # 24 steps, one line every 2
+    generator, cfg = load_generator(run / "generator.pt")
+    assert not generator.training and cfg.epochs == 4
+
+
+def test_checkpoint_loads_with_weights_only_and_refuses_code(tmp_path):
+    import pickle
+
+    run = train(tiny_config(epochs=1), out=tmp_path, progress=False, log=lambda *a: None)
+    torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # must not raise
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran code",))
+
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"format": checkpoints.TRAINING_STATE, "x": Evil()}, f, protocol=2)
+    from facegan.errors import FaceganError
+    with pytest.raises(FaceganError, match="refusing to load"):
+        checkpoints.load(tmp_path / "evil.pt")
+
+
+def test_a_save_that_crashes_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    run = train(tiny_config(epochs=1), out=tmp_path, progress=False, log=lambda *a: None)
+    last = run / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+
+    def crash(obj, f):
+        f.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.atomic_save({"x": 1}, last)
+    assert last.read_bytes() == before
+    assert [p.name for p in last.parent.iterdir() if p.name.startswith(".")] == []
