@@ -10,8 +10,9 @@ from PIL import Image
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test prepares data into a private cache, never the user's ~/.cache/facegan."""
-    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    """Every test prepares data into its own cache, never the user's ~/.cache/facegan, so no test
+    sees another's prepared data or registered downloads."""
+    monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
 def face_like(seed: int, size=(40, 48)) -> Image.Image:

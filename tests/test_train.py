@@ -1,5 +1,7 @@
 """Smoke runs of the training loop on tiny generated data: learning, exact resume, Ctrl-C."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -88,8 +90,9 @@ def test_run_folder_contents_and_bounded_checkpoints(tmp_path):
     assert (run / "config.json").is_file() and (run / "reals.png").is_file() and (run / "losses.png").is_file()
     assert sorted(p.name for p in (run / "samples").iterdir()) == [f"epoch-000{i}.png" for i in range(1, 5)]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0003.pt", "epoch-0004.pt", "last.pt"]
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 12  # 24 steps, one line every 2
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sum("loss_d" in r for r in rows) == 12  # 24 steps, one line every 2
+    assert [r["step"] for r in rows if "samples_msssim" in r] == [6, 12, 18, 24]  # diversity check per epoch
     generator, cfg = load_generator(run / "generator.pt")
     assert not generator.training and cfg.epochs == 4
 

@@ -39,7 +39,8 @@ def _non_negative_int(text: str) -> int:
 # flag -> (dotted config key, argparse keyword arguments). Defaults live in config.py alone: every
 # flag defaults to "not given", so only what the user typed overrides a config file or checkpoint.
 _TRAIN_OPTIONS = {
-    "--data": ("data.source", dict(metavar="PATH", help="folder or .zip of face images (default: built-in faces)")),
+    "--data": ("data.source", dict(metavar="PATH", help="folder or .zip of face images, or celeba / celeba-small "
+                                                        "after 'facegan data download' (default: built-in faces)")),
     "--num-images": ("data.num_images", dict(type=_positive_int, help="size of the built-in face set (20000)")),
     "--render-seed": ("data.render_seed", dict(type=_non_negative_int, help="which built-in face set (0)")),
     "--crop": ("data.crop", dict(type=_non_negative_int, metavar="PX",
@@ -66,6 +67,10 @@ _TRAIN_OPTIONS = {
     "--keep-checkpoints": ("keep_checkpoints", dict(type=_positive_int, help="per-epoch checkpoints kept (3)")),
     "--num-samples": ("num_samples", dict(type=_positive_int, help="images in each progress grid (64)")),
     "--amp": ("amp", dict(choices=("auto", "bf16", "off"), help="mixed precision (auto: bf16 on cuda)")),
+    "--eval-every": ("eval_every", dict(type=_non_negative_int, help="steps between evaluations; 0 = off (0)")),
+    "--eval-metrics": ("eval_metrics", dict(help="comma list from swd,msssim,fid,kid,pr; the first picks best.pt (swd)")),
+    "--eval-samples": ("eval_samples", dict(type=_positive_int, help="images per evaluation (1000)")),
+    "--inception-weights": ("inception_weights", dict(metavar="PTH", help="FID Inception weights file")),
 }
 
 
@@ -79,6 +84,10 @@ def _add_train(subparsers) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout (default: on for cpu and cuda)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile both networks")
+    p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm in G and D, as in the paper (default: on)")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="multi-GPU: BatchNorm statistics over the global batch (SyncBatchNorm)")
     p.add_argument("--config", metavar="FILE", help="JSON config, e.g. a run's config.json")
     p.add_argument("--out", default="runs", help="folder holding the numbered run folders (runs)")
     p.add_argument("--resume", metavar="RUN_OR_CHECKPOINT", help="continue a run: its folder, a .pt, or 'latest'")
@@ -95,6 +104,8 @@ def _train_overrides(args) -> dict:
         overrides["data.flip"] = False
     overrides["channels_last"] = args.channels_last
     overrides["compile"] = args.compile
+    overrides["model.batchnorm"] = args.batchnorm
+    overrides["sync_bn"] = args.sync_bn
     return {k: v for k, v in overrides.items() if v is not None}
 
 
@@ -179,13 +190,64 @@ def _interpolate(args) -> None:
     print(f"wrote {args.steps} faces from seed {args.from_seed} to seed {args.to_seed} to {out}")
 
 
+def _add_evaluate(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="quality metrics for a trained run",
+                              description="SWD and MS-SSIM need nothing; FID, KID and precision/recall need the "
+                                          "Inception weights file (see README).")
+    p.add_argument("checkpoint", nargs="?", default=None, metavar="RUN_OR_CHECKPOINT",
+                   help="run folder or .pt file (default: the newest run under --runs)")
+    p.add_argument("--data", help="images to compare with (default: the data the run trained on)")
+    p.add_argument("--metrics", default="swd,msssim", help="comma list from swd,msssim,fid,kid,pr (swd,msssim)")
+    p.add_argument("--num-samples", type=_positive_int, default=1000, help="generated and real images (1000)")
+    p.add_argument("--inception-weights", metavar="PTH", help="the FID weights file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--runs", default="runs")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args) -> None:
+    import json
+    import time
+
+    from . import checkpoints
+    from .data.prepare import prepare
+    from .generate import load_generator
+    from .metrics.evaluate import evaluate, format_table, parse_metrics
+    from .train import resolve_device
+
+    metrics = parse_metrics(args.metrics)
+    device = resolve_device(args.device)
+    checkpoint = checkpoints.resolve(args.checkpoint, args.runs, prefer="generator")
+    generator, cfg = load_generator(checkpoint, device)
+    data = cfg.data
+    if args.data:
+        data.source = args.data
+    prepared = prepare(data, cfg.model.image_size, progress=sys.stderr.isatty())
+    results = evaluate(generator, prepared, metrics, args.num_samples, device, args.inception_weights,
+                       args.batch_size)
+    print(format_table(results))
+    metrics_file = checkpoints.run_dir_of(checkpoint) / "metrics.jsonl"
+    step = checkpoints.load(checkpoint).get("step")
+    with open(metrics_file, "a") as f:
+        f.write(json.dumps({"step": step, "eval": results, "checkpoint": str(checkpoint),
+                            "time": round(time.time(), 3)}) + "\n")
+    print(f"appended to {metrics_file}")
+
+
 def _add_data(subparsers) -> None:
     p = subparsers.add_parser("data", help="prepare and preview data sets")
     sub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    q = sub.add_parser("download", help="download and unzip CelebA (celeba-small or celeba)")
+    q.add_argument("name", choices=("celeba-small", "celeba"))
+    q.add_argument("--dest", default="data", help="folder for the archive and the images (data)")
+    q.add_argument("--url", help="a mirror to download the zip from instead")
+    q.set_defaults(func=_data_download)
     for name, helptext in (("prepare", "build the training cache ahead of time and print a summary"),
                            ("preview", "write a grid of prepared training images")):
         q = sub.add_parser(name, help=helptext)
-        q.add_argument("source", nargs="?", default="faces", help="folder, .zip or 'faces' (faces)")
+        q.add_argument("source", nargs="?", default="faces",
+                       help="folder, .zip, a downloaded set (celeba, celeba-small) or 'faces' (faces)")
         q.add_argument("--image-size", type=int, choices=(32, 64, 128), default=32)
         q.add_argument("--crop", type=_non_negative_int, default=0, metavar="PX")
         q.add_argument("--num-images", type=_positive_int, default=None, help="built-in faces only (20000)")
@@ -194,6 +256,13 @@ def _add_data(subparsers) -> None:
             q.add_argument("--num", type=_positive_int, default=64, help="images in the grid (64)")
             q.add_argument("--out", default="preview.png", metavar="PNG")
         q.set_defaults(func=_data)
+
+
+def _data_download(args) -> None:
+    from .data.download import download
+
+    folder = download(args.name, args.dest, url=args.url, progress=sys.stderr.isatty())
+    print(f"ready: train with --data {args.name} (or --data {folder})")
 
 
 def _data(args) -> None:
@@ -221,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_generate(subparsers)
     _add_interpolate(subparsers)
+    _add_evaluate(subparsers)
     _add_data(subparsers)
     return parser
 

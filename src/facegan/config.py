@@ -24,6 +24,8 @@ class ModelConfig:
     num_layers: int = 0     # strided (de)conv layers; 0 = log2(image_size) - 2, i.e. down to 4x4
     d_head: str = "conv"    # "conv": all-conv head as in Radford et al.; "linear": flatten -> fc (Udacity)
     dropout: float = 0.0    # dropout after each D activation; 0 = off, as in the paper
+    batchnorm: bool = True  # BatchNorm in G and D as in the paper; off makes each image's output independent
+                            # of its batch (exact multi-process equivalence tests, ablations)
 
     @property
     def layers(self) -> int:
@@ -70,7 +72,7 @@ class TrainConfig:
     lr_g: float = 2e-4           # generator Adam learning rate; differ from lr_d for TTUR
     beta1: float = 0.5           # Adam beta1; the paper's 0.5 steadies GAN training vs 0.9
     beta2: float = 0.999         # Adam beta2
-    batch_size: int = 64         # images per step (per process)
+    batch_size: int = 64         # images per step per process; the global batch is this x world size
     epochs: int = 20             # passes over the data set (20 x 20k faces: ~7 min on a 2-core CPU)
     max_steps: int = 0           # stop after this many steps in total; 0 = run all epochs
     seed: int = 0                # seeds weights, noise, shuffling and flips: same seed, same run
@@ -81,6 +83,11 @@ class TrainConfig:
     channels_last: bool | None = None  # NHWC memory layout; None = on for cpu/cuda (measured faster)
     amp: str = "auto"            # mixed precision: auto (bf16 on cuda, off elsewhere), bf16 or off
     compile: bool = False        # torch.compile both networks (slow start; pays on long GPU runs)
+    sync_bn: bool = False        # multi-GPU: BatchNorm statistics over the global batch (CUDA only)
+    eval_every: int = 0          # steps between evaluations while training; 0 = off
+    eval_metrics: str = "swd"    # comma list; the first (swd, fid or kid) picks checkpoints/best.pt
+    eval_samples: int = 1000     # images per evaluation: fits a CPU; FID in papers uses 50,000
+    inception_weights: str = ""  # path of pt_inception-2015-12-05-6726825d.pth, for fid/kid/pr
 
     def validate(self) -> None:
         self.model.validate()
@@ -99,6 +106,12 @@ class TrainConfig:
                 raise FaceganError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_steps < 0:
             raise FaceganError("--max-steps must be 0 (no limit) or positive")
+        if self.eval_every < 0 or self.eval_samples < 2:
+            raise FaceganError("--eval-every must be 0 (off) or positive, and --eval-samples at least 2")
+        from .metrics.evaluate import parse_metrics
+        if parse_metrics(self.eval_metrics)[0] not in ("swd", "fid", "kid"):
+            raise FaceganError(f"--eval-metrics must start with swd, fid or kid (the metric best.pt follows), "
+                               f"not '{self.eval_metrics.split(',')[0]}'")
         if self.amp not in ("auto", "bf16", "off"):
             raise FaceganError(f"unknown --amp '{self.amp}': use auto, bf16 or off")
         if self.data.num_images < 1:
@@ -145,7 +158,8 @@ def load_config_file(path) -> dict:
 
 # What may change when a run is resumed: the schedule and where it runs. Everything else shapes
 # the model, the data or the optimisation, and changing it would not be the same run.
-RESUMABLE_KEYS = {"epochs", "max_steps", "device", "log_every", "keep_checkpoints", "compile"}
+RESUMABLE_KEYS = {"epochs", "max_steps", "device", "log_every", "keep_checkpoints", "compile", "eval_every",
+                  "eval_metrics", "eval_samples", "inception_weights"}
 
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:

@@ -54,14 +54,53 @@ def save_grid(images: np.ndarray, path, columns: int | None = None) -> Path:
     return save_png(make_grid(images, columns), path, upscale=upscale)
 
 
-def plot_losses(metrics_path, out_path) -> Path | None:
-    """Plot D and G losses and D's outputs from metrics.jsonl; None when there is nothing yet."""
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")  # headless: never needs a display
     import matplotlib.pyplot as plt
+    return plt
 
+
+def _read_rows(metrics_path, key: str) -> list[dict]:
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "loss_d" in r]
+    return [r for r in rows if key in r]
+
+
+def _save_figure(fig, out_path) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    out_path = Path(out_path)
+    tmp = _atomic_path(out_path)
+    fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def plot_eval(metrics_path, out_path) -> Path | None:
+    """Each evaluated metric against the training step, one panel per metric."""
+    rows = _read_rows(metrics_path, "eval")
+    names = [k for k in ("swd", "fid", "kid", "msssim", "precision", "recall") if any(k in r["eval"] for r in rows)]
+    if not names:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        points = [(r["step"], r["eval"][name]) for r in rows if name in r["eval"]]
+        ax.plot(*zip(*points), marker="o")
+        if name == "msssim":
+            reals = [r["eval"]["msssim_real"] for r in rows if "msssim_real" in r["eval"]]
+            ax.axhline(reals[-1], color="grey", linestyle="--", label="real faces")
+            ax.legend()
+        ax.set_xlabel("step")
+        ax.set_title(name.upper() + (" (lower is better)" if name in ("swd", "fid", "kid") else ""))
+    return _save_figure(fig, out_path)
+
+
+def plot_losses(metrics_path, out_path) -> Path | None:
+    """Plot D and G losses and D's outputs from metrics.jsonl; None when there is nothing yet."""
+    plt = _pyplot()
+    rows = _read_rows(metrics_path, "loss_d")
     if not rows:
         return None
     steps = [r["step"] for r in rows]
@@ -77,10 +116,4 @@ def plot_losses(metrics_path, out_path) -> Path | None:
     ax_prob.set_xlabel("step")
     ax_prob.set_title("Mean discriminator output")
     ax_prob.legend()
-    fig.tight_layout()
-    out_path = Path(out_path)
-    tmp = _atomic_path(out_path)
-    fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    os.replace(tmp, out_path)
-    return out_path
+    return _save_figure(fig, out_path)

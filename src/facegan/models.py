@@ -29,8 +29,9 @@ class Discriminator(nn.Module):
             channels_out, side = cfg.conv_dim * 2 ** i, side // 2
             layers = OrderedDict()
             # A bias only where no BatchNorm follows: BatchNorm's shift makes it redundant.
-            layers["conv"] = nn.Conv2d(channels_in, channels_out, 4, 2, 1, bias=(i == 0))  # (N, C*2**i, side, side)
-            if i > 0:  # the paper leaves D's input layer without BatchNorm
+            layers["conv"] = nn.Conv2d(channels_in, channels_out, 4, 2, 1,
+                                       bias=(i == 0 or not cfg.batchnorm))  # (N, C*2**i, side, side)
+            if i > 0 and cfg.batchnorm:  # the paper leaves D's input layer without BatchNorm
                 layers["bn"] = nn.BatchNorm2d(channels_out)
             layers["act"] = nn.LeakyReLU(0.2, inplace=True)
             if cfg.dropout > 0:
@@ -59,19 +60,15 @@ class Generator(nn.Module):
         self.config = cfg
         top = cfg.conv_dim * 2 ** (cfg.layers - 1)
         # Project z (a 1x1 map) to the smallest feature map with one s0 x s0 transposed convolution.
-        self.project = nn.Sequential(OrderedDict(
-            conv=nn.ConvTranspose2d(cfg.z_size, top, cfg.final_size, 1, 0, bias=False),  # (N, top, s0, s0)
-            bn=nn.BatchNorm2d(top),
-            act=nn.ReLU(inplace=True),
-        ))
+        self.project = _up_block(
+            nn.ConvTranspose2d(cfg.z_size, top, cfg.final_size, 1, 0, bias=not cfg.batchnorm),  # (N, top, s0, s0)
+            top, cfg.batchnorm)
         blocks = []
         channels = top
         for _ in range(cfg.layers - 1):
-            blocks.append(nn.Sequential(OrderedDict(
-                conv=nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),  # (N, channels/2, 2x side)
-                bn=nn.BatchNorm2d(channels // 2),
-                act=nn.ReLU(inplace=True),
-            )))
+            blocks.append(_up_block(
+                nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=not cfg.batchnorm),  # (N, channels/2, 2x side)
+                channels // 2, cfg.batchnorm))
             channels //= 2
         self.upsample = nn.Sequential(*blocks)  # (N, C, S/2, S/2)
         # No BatchNorm on the output layer (the paper): it would pin the colour statistics.
@@ -81,6 +78,15 @@ class Generator(nn.Module):
         """z (N, z_size) or (N, z_size, 1, 1) -> images (N, 3, S, S) in [-1, 1]."""
         z = z.reshape(z.shape[0], self.config.z_size, 1, 1)
         return torch.tanh(self.to_rgb(self.upsample(self.project(z))))
+
+
+def _up_block(conv: nn.Module, channels: int, batchnorm: bool) -> nn.Sequential:
+    """Transposed conv, BatchNorm (unless off), ReLU: the generator's repeating unit."""
+    layers = OrderedDict(conv=conv)
+    if batchnorm:
+        layers["bn"] = nn.BatchNorm2d(channels)
+    layers["act"] = nn.ReLU(inplace=True)
+    return nn.Sequential(layers)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -61,6 +61,9 @@ class BatchSource:
         batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC memory, NCHW view
         images = batch.float().mul_(2.0 / 255.0).sub_(1.0).contiguous(memory_format=self.memory_format)
         if self.flip and generator is not None:
-            mirror = torch.rand(len(images), generator=generator, device=generator.device) < 0.5
+            # Every rank draws the flips of the whole global batch and keeps its own slice, so the
+            # noise stream is the same in every process and for any world size.
+            mirror = torch.rand(len(images) * self.world_size, generator=generator, device=generator.device) < 0.5
+            mirror = mirror[self.rank::self.world_size]
             images = torch.where(mirror.to(self.device)[:, None, None, None], images.flip(3), images)
         return images

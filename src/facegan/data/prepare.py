@@ -56,13 +56,22 @@ def resolve_source(data: DataConfig) -> Source:
         return Source("faces", "", list(range(data.num_images)),
                       f"renderer{synthetic.RENDERER_VERSION}:seed{data.render_seed}:n{data.num_images}",
                       f"built-in faces ({data.num_images}, seed {data.render_seed})")
-    path = Path(data.source).expanduser()
+    from .download import DATASETS, registered
+
+    if data.source in DATASETS and not Path(data.source).exists():
+        path = registered(data.source)
+        if path is None:
+            raise FaceganError(f"dataset '{data.source}' is not downloaded yet: run "
+                               f"'facegan data download {data.source}' first")
+    else:
+        path = Path(data.source).expanduser()
     if not path.exists():
         raise FaceganError(f"data path {path} does not exist: pass a folder or .zip of face images, "
                            f"or leave out --data to use the built-in faces")
     path = path.resolve()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                       and not p.name.startswith("._"))  # macOS resource forks
         if not files:
             empty = not any(path.iterdir())
             raise FaceganError(f"folder {path} {'is empty' if empty else 'has no images'}: put "

@@ -1,0 +1,180 @@
+"""Training-speed benchmark: the textbook DCGAN step against facegan's, side by side.
+
+The textbook step is pytorch/examples/dcgan's step as it is: Sigmoid + BCELoss, channels-first
+eager fp32, default Adam, D's weight gradients computed during the G step, and `.item()` every
+step. Both run on the same networks (the textbook one with D's Sigmoid appended), the same batch
+size and the same images, in one process, alternating repeats so machine drift cancels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .data.batches import BatchSource
+from .data.synthetic import render_faces
+from .losses import make_loss
+from .models import build_models
+from .train import train_step
+
+
+class TextbookDCGAN:
+    """pytorch/examples/dcgan main.py's training step, line for line in spirit."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, lr=2e-4, beta1=0.5):
+        self.netG = generator
+        self.netD = nn.Sequential(discriminator, nn.Sigmoid())  # the example's D ends in Sigmoid
+        self.criterion = nn.BCELoss()
+        self.optimizerD = torch.optim.Adam(self.netD.parameters(), lr=lr, betas=(beta1, 0.999))
+        self.optimizerG = torch.optim.Adam(self.netG.parameters(), lr=lr, betas=(beta1, 0.999))
+
+    def step(self, real: torch.Tensor, noise: torch.Tensor) -> tuple:
+        batch_size = real.size(0)
+        # (1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))
+        self.netD.zero_grad()
+        label = torch.full((batch_size,), 1.0, dtype=real.dtype, device=real.device)
+        output = self.netD(real).view(-1)
+        errD_real = self.criterion(output, label)
+        errD_real.backward()
+        D_x = output.mean().item()
+        fake = self.netG(noise)
+        label.fill_(0.0)
+        output = self.netD(fake.detach()).view(-1)
+        errD_fake = self.criterion(output, label)
+        errD_fake.backward()
+        D_G_z1 = output.mean().item()
+        errD = errD_real + errD_fake
+        self.optimizerD.step()
+        # (2) Update G network: maximize log(D(G(z))); this backward also fills D's weight gradients
+        self.netG.zero_grad()
+        label.fill_(1.0)
+        output = self.netD(fake).view(-1)
+        errG = self.criterion(output, label)
+        errG.backward()
+        D_G_z2 = output.mean().item()
+        self.optimizerG.step()
+        return errD.item(), errG.item(), D_x, D_G_z1, D_G_z2
+
+
+class FaceganStep:
+    """facegan's step with its per-device defaults, fed from its uint8 batch path."""
+
+    def __init__(self, generator, discriminator, device, channels_last=True, compile=False, amp=False):
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.generator = generator.to(device, memory_format=self.memory_format)
+        self.discriminator = discriminator.to(device, memory_format=self.memory_format)
+        adam = dict(lr=2e-4, betas=(0.5, 0.999), **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), **adam)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), **adam)
+        self.loss = make_loss("bce", 1.0)
+        self.g_call, self.d_call = ((torch.compile(self.generator), torch.compile(self.discriminator))
+                                    if compile else (self.generator, self.discriminator))
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+        self.stats = None
+
+    def step(self, real, noise):
+        stats = train_step(self.g_call, self.d_call, self.opt_g, self.opt_d, self.loss, real, noise, self.autocast)
+        self.stats = stats if self.stats is None else self.stats + stats  # accumulated, never synced per step
+
+
+@dataclass
+class BenchResult:
+    textbook_images_per_s: float
+    facegan_images_per_s: float
+    gflop_per_image: float
+    roofline_gflops: float
+
+    @property
+    def ratio(self) -> float:
+        return self.facegan_images_per_s / self.textbook_images_per_s
+
+
+def matmul_roofline(device, size=2048, seconds=1.0) -> float:
+    """Sustained fp32 matmul GFLOP/s: the ceiling a conv net's step can approach."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    _sync(device)
+    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def step_flops(cfg: ModelConfig, batch_size: int) -> float:
+    """FLOPs of one facegan step (forward + backward of G and D), counted by PyTorch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    generator, discriminator = build_models(cfg)
+    runner = FaceganStep(generator, discriminator, torch.device("cpu"), channels_last=False)
+    real = torch.randn(batch_size, 3, cfg.image_size, cfg.image_size)
+    with FlopCounterMode(display=False) as counter:
+        runner.step(real, torch.randn(batch_size, cfg.z_size))
+    return counter.get_total_flops()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(cfg: ModelConfig, batch_size: int, device: torch.device, steps: int = 10, repeats: int = 5,
+        warmup: int = 3, channels_last=True, compile=False, amp=False, log=print) -> BenchResult:
+    torch.manual_seed(0)
+    generator, discriminator = build_models(cfg)
+    textbook = TextbookDCGAN(copy.deepcopy(generator).to(device), copy.deepcopy(discriminator).to(device))
+    ours = FaceganStep(generator, discriminator, device, channels_last, compile, amp)
+    images = render_faces(range(batch_size * 4), size=cfg.image_size)
+    source = BatchSource(images, batch_size, device, seed=0, flip=True, memory_format=ours.memory_format)
+    noise = torch.Generator(device).manual_seed(0)
+    # The textbook step gets ready float batches (its DataLoader's cost is not counted);
+    # facegan's step pays for its own uint8 -> float conversion and flips inside the timing.
+    ready = [source.to_float(source.images[i * batch_size:(i + 1) * batch_size]).contiguous() for i in range(4)]
+
+    def facegan_steps(n):
+        for i in range(n):
+            real = next(source.epoch(i % 4, noise))
+            ours.step(real, torch.randn(batch_size, cfg.z_size, device=device, generator=noise))
+        ours.stats.tolist()  # the one sync, as the training loop does at a log step
+
+    def textbook_steps(n):
+        for i in range(n):
+            textbook.step(ready[i % 4], torch.randn(batch_size, cfg.z_size, 1, 1, device=device))
+
+    timings = {"textbook": [], "facegan": []}
+    for name, fn in (("textbook", textbook_steps), ("facegan", facegan_steps)):
+        fn(warmup)  # also triggers torch.compile's compilation, which is excluded
+    _sync(device)
+    for repeat in range(repeats):
+        for name, fn in (("textbook", textbook_steps), ("facegan", facegan_steps)):
+            start = time.perf_counter()
+            fn(steps)
+            _sync(device)
+            timings[name].append(batch_size * steps / (time.perf_counter() - start))
+        log(f"repeat {repeat + 1}/{repeats}: textbook {timings['textbook'][-1]:,.1f} img/s, "
+            f"facegan {timings['facegan'][-1]:,.1f} img/s")
+    return BenchResult(statistics.median(timings["textbook"]), statistics.median(timings["facegan"]),
+                       step_flops(cfg, batch_size) / batch_size / 1e9, matmul_roofline(device))
+
+
+def report(result: BenchResult, label: str) -> str:
+    def roof(images_per_s):
+        return images_per_s * result.gflop_per_image / result.roofline_gflops
+
+    return "\n".join([
+        f"{label}",
+        f"step cost {result.gflop_per_image:.3f} GFLOP/image; fp32 matmul roofline {result.roofline_gflops:,.0f} GFLOP/s",
+        f"{'step':<10}{'images/s':>12}{'GFLOP/s':>10}{'of roofline':>13}",
+        f"{'textbook':<10}{result.textbook_images_per_s:>12,.1f}{result.textbook_images_per_s * result.gflop_per_image:>10,.0f}"
+        f"{roof(result.textbook_images_per_s):>13.0%}",
+        f"{'facegan':<10}{result.facegan_images_per_s:>12,.1f}{result.facegan_images_per_s * result.gflop_per_image:>10,.0f}"
+        f"{roof(result.facegan_images_per_s):>13.0%}",
+        f"ratio facegan / textbook: {result.ratio:.2f}x",
+    ])

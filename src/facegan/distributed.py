@@ -1,0 +1,85 @@
+"""torchrun + DistributedDataParallel support: process-group set-up and the few collectives the
+loop needs. A plain `facegan train` is a world of one and touches none of torch.distributed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes checkpoints, samples, plots and metrics."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group torchrun describes in the environment; NCCL on CUDA, gloo on CPU.
+
+    On CUDA each process takes the GPU of its LOCAL_RANK."""
+    if not launched_by_torchrun():
+        return World(), device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=device
+                                if device.type == "cuda" else None)
+    return World(dist.get_rank(), dist.get_world_size(), local_rank), device
+
+
+def mean(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """The mean of `tensor` over ranks (for logging: each rank sees a different shard)."""
+    if world.distributed:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        tensor /= world.size
+    return tensor
+
+
+def any_rank(flag: bool, world: World, device: torch.device) -> bool:
+    """True on every rank if it is true on any: all ranks must stop at the same step."""
+    if not world.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def parameters_agree(modules, world: World, device: torch.device) -> bool:
+    """Whether every rank holds bit-identical parameters (DDP's promise; checked once per run)."""
+    if not world.distributed:
+        return True
+    local = torch.cat([p.detach().flatten().double() for m in modules for p in m.parameters()]).to(device)
+    highest, lowest = local.clone(), local.clone()
+    dist.all_reduce(highest, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lowest, op=dist.ReduceOp.MIN)
+    return bool(torch.equal(highest, lowest))
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def shutdown(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()

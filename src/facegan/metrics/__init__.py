@@ -1,0 +1,1 @@
+"""Quality metrics: FID/KID/precision-recall (Inception), SWD and MS-SSIM (no download)."""

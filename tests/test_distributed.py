@@ -1,0 +1,69 @@
+"""Multi-process training with torchrun + DDP on CPU (gloo), two processes on this machine."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from facegan import checkpoints
+from facegan.cli import main
+
+# No BatchNorm: each image's output is then independent of its batch, so 2 processes x batch 16
+# must match 1 process x batch 32 up to float summation order.
+TINY = ["--conv-dim", "8", "--z-size", "16", "--num-images", "96", "--log-every", "1", "--num-samples", "4",
+        "--no-progress"]
+
+
+def torchrun(*argv, nproc=2):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "facegan", "train", *map(str, argv)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # two processes on two cores
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def final_state(runs):
+    (run,) = list(runs.iterdir())
+    return checkpoints.load(run / "checkpoints" / "last.pt")
+
+
+def assert_close_states(a, b):
+    for net in ("generator", "discriminator"):
+        for name, tensor in a[net].items():
+            torch.testing.assert_close(b[net][name], tensor, rtol=1e-4, atol=2e-5, msg=f"{net}.{name}")
+
+
+@pytest.fixture(scope="module")
+def single_two_epochs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("single")
+    assert main(["train", *TINY, "--no-batchnorm", "--batch-size", "32", "--epochs", "2", "--out", str(runs)]) == 0
+    return final_state(runs)
+
+
+def test_two_processes_match_one_process_with_the_global_batch(tmp_path, single_two_epochs):
+    output = torchrun(*TINY, "--no-batchnorm", "--batch-size", "16", "--epochs", "2", "--out", tmp_path)
+    assert "parameters identical across 2 ranks" in output
+    assert "global batch 32" in output
+    assert len(list(tmp_path.iterdir())) == 1  # rank 1 made no run folder of its own
+    state = final_state(tmp_path)
+    assert state["world_size"] == 2 and state["step"] == 6
+    assert_close_states(single_two_epochs, state)
+
+
+def test_resume_single_process_run_on_two_processes(tmp_path, single_two_epochs):
+    assert main(["train", *TINY, "--no-batchnorm", "--batch-size", "32", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    output = torchrun("--resume", "latest", "--epochs", "2", "--out", tmp_path, "--no-progress")
+    assert "batch 16 per process keeps the global batch of 32" in output
+    assert_close_states(single_two_epochs, final_state(tmp_path))
+
+
+def test_resume_two_process_run_in_one_process_with_batchnorm(tmp_path, capsys):
+    output = torchrun(*TINY, "--batch-size", "16", "--epochs", "1", "--out", tmp_path)
+    assert "parameters identical across 2 ranks" in output
+    assert main(["train", "--resume", "latest", "--epochs", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "batch 32 per process keeps the global batch of 32" in capsys.readouterr().out
+    state = final_state(tmp_path)
+    assert state["epoch"] == 2 and state["world_size"] == 1
