@@ -14,7 +14,7 @@ import torch
 
 from facegan import bench
 from facegan.config import ModelConfig
-from facegan.train import resolve_device
+from facegan.train import default_amp, resolve_device
 
 
 def main():
@@ -27,17 +27,19 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast for facegan's step")
+    parser.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                        help="facegan's precision; auto = the training default for the device")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = PyTorch's default")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cfg = ModelConfig(image_size=args.image_size, conv_dim=args.conv_dim)
+    bf16 = (default_amp(device) if args.amp == "auto" else args.amp) == "bf16"
     result = bench.run(cfg, args.batch_size, device, args.steps, args.repeats,
-                       channels_last=not args.no_channels_last, compile=args.compile, amp=args.amp)
+                       channels_last=not args.no_channels_last, compile=args.compile, amp=bf16)
     switches = [name for name, on in (("channels_last", not args.no_channels_last), ("compile", args.compile),
-                                      ("bf16", args.amp)) if on]
+                                      ("bf16 autocast", bf16), ("fp32", not bf16)) if on]
     print(bench.report(result, f"{device.type} ({torch.get_num_threads()} threads), {args.image_size}x{args.image_size}, "
                                f"batch {args.batch_size}, conv_dim {args.conv_dim}; facegan: {', '.join(switches) or 'plain'}"))
 

@@ -129,3 +129,25 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
     from facegan import checkpoints
     state = checkpoints.load(metrics.parent / "checkpoints" / "last.pt")
     assert 0 < state["step"] < 250 and state["step_in_epoch"] == state["step"]
+
+
+def test_evaluate_command_and_evaluation_during_training(tmp_path, capsys, monkeypatch):
+    from facegan import checkpoints
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    runs = tmp_path / "runs"
+    assert run_cli("train", *TINY, "--epochs", "1", "--eval-every", "3", "--eval-samples", "16", "--out", runs) == 0
+    (run,) = runs.iterdir()
+    assert (run / "checkpoints" / "best.pt").is_file() and (run / "eval.png").is_file()
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    assert [e["step"] for e in evals] == [3, 6]
+    best = checkpoints.load(run / "checkpoints" / "best.pt")["best"]
+    assert best["metric"] == "swd" and best["value"] == min(e["eval"]["swd"] for e in evals)
+    capsys.readouterr()
+    assert run_cli("evaluate", run, "--num-samples", "16") == 0
+    out = capsys.readouterr().out
+    assert "swd_levels" in out and "msssim_real" in out
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["eval"]["num_samples"] == 16 and last["step"] == 6
+    assert "pt_inception-2015-12-05-6726825d.pth" in bad(capsys, "evaluate", run, "--metrics", "fid")
+    assert "unknown metric" in bad(capsys, "evaluate", run, "--metrics", "is")

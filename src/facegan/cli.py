@@ -66,7 +66,7 @@ _TRAIN_OPTIONS = {
     "--log-every": ("log_every", dict(type=_positive_int, help="steps between metrics lines (50)")),
     "--keep-checkpoints": ("keep_checkpoints", dict(type=_positive_int, help="per-epoch checkpoints kept (3)")),
     "--num-samples": ("num_samples", dict(type=_positive_int, help="images in each progress grid (64)")),
-    "--amp": ("amp", dict(choices=("auto", "bf16", "off"), help="mixed precision (auto: bf16 on cuda)")),
+    "--amp": ("amp", dict(choices=("auto", "bf16", "off"), help="mixed precision (auto: bf16 on cuda and CPUs with native bf16)")),
     "--eval-every": ("eval_every", dict(type=_non_negative_int, help="steps between evaluations; 0 = off (0)")),
     "--eval-metrics": ("eval_metrics", dict(help="comma list from swd,msssim,fid,kid,pr; the first picks best.pt (swd)")),
     "--eval-samples": ("eval_samples", dict(type=_positive_int, help="images per evaluation (1000)")),
@@ -212,14 +212,15 @@ def _evaluate(args) -> None:
 
     from . import checkpoints
     from .data.prepare import prepare
-    from .generate import load_generator
+    from .generate import generator_from_state
     from .metrics.evaluate import evaluate, format_table, parse_metrics
     from .train import resolve_device
 
     metrics = parse_metrics(args.metrics)
     device = resolve_device(args.device)
     checkpoint = checkpoints.resolve(args.checkpoint, args.runs, prefer="generator")
-    generator, cfg = load_generator(checkpoint, device)
+    state = checkpoints.load(checkpoint)
+    generator, cfg = generator_from_state(state, device)
     data = cfg.data
     if args.data:
         data.source = args.data
@@ -228,9 +229,8 @@ def _evaluate(args) -> None:
                        args.batch_size)
     print(format_table(results))
     metrics_file = checkpoints.run_dir_of(checkpoint) / "metrics.jsonl"
-    step = checkpoints.load(checkpoint).get("step")
     with open(metrics_file, "a") as f:
-        f.write(json.dumps({"step": step, "eval": results, "checkpoint": str(checkpoint),
+        f.write(json.dumps({"step": state.get("step"), "eval": results, "checkpoint": str(checkpoint),
                             "time": round(time.time(), 3)}) + "\n")
     print(f"appended to {metrics_file}")
 

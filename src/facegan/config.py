@@ -81,7 +81,7 @@ class TrainConfig:
     keep_checkpoints: int = 3    # per-epoch checkpoints kept besides last.pt
     num_samples: int = 64        # images in each fixed-noise progress grid
     channels_last: bool | None = None  # NHWC memory layout; None = on for cpu/cuda (measured faster)
-    amp: str = "auto"            # mixed precision: auto (bf16 on cuda, off elsewhere), bf16 or off
+    amp: str = "auto"            # mixed precision: auto (bf16 on cuda and native-bf16 CPUs, else off), bf16, off
     compile: bool = False        # torch.compile both networks (slow start; pays on long GPU runs)
     sync_bn: bool = False        # multi-GPU: BatchNorm statistics over the global batch (CUDA only)
     eval_every: int = 0          # steps between evaluations while training; 0 = off

@@ -33,14 +33,17 @@ def parse_seeds(text: str) -> list[int]:
 
 def load_generator(checkpoint, device="cpu") -> tuple[Generator, TrainConfig]:
     """A generator in eval mode from a training state or a generator snapshot."""
-    state = checkpoints.load(checkpoint)
+    return generator_from_state(checkpoints.load(checkpoint), device)
+
+
+def generator_from_state(state: dict, device="cpu") -> tuple[Generator, TrainConfig]:
     cfg = checkpoints.config_of(state)
     generator = Generator(cfg.model)
     try:
         generator.load_state_dict(state["generator"])
     except RuntimeError:
-        raise FaceganError(f"{checkpoint} does not match the model its config describes: the file is damaged "
-                           f"or was edited") from None
+        raise FaceganError("the checkpoint's weights do not match the model its config describes: the file is "
+                           "damaged or was edited") from None
     return generator.to(device).eval(), cfg
 
 

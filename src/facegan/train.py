@@ -54,6 +54,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def default_amp(device: torch.device) -> str:
+    """bf16 where the hardware does it natively (CUDA; CPUs with AVX-512 BF16), else fp32.
+
+    On this project's 2-core AVX-512 BF16 CPU, bf16 autocast trained the default model to the same
+    SWD as fp32 in 0.63x the time (README, Speed); on CPUs without native bf16 it would be slower."""
+    if device.type == "cuda":
+        return "bf16"
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return "bf16" if device.type == "cpu" and native else "off"
+
+
 def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torch.Tensor, z: torch.Tensor,
                autocast=contextlib.nullcontext, discriminator_for_g=None) -> torch.Tensor:
     """One DCGAN step: D on real vs detached fake, then G through the updated D.
@@ -134,7 +145,8 @@ class Trainer:
         on_gpu = self.device.type == "cuda"
         channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type in ("cpu", "cuda")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if on_gpu else "off")
+        amp = cfg.amp if cfg.amp != "auto" else default_amp(self.device)
+        self.precision = amp
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if amp == "bf16" \
             else contextlib.nullcontext
 
@@ -412,6 +424,8 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
             (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2) + "\n")
         log(f"run folder: {run_dir}" + (f" ({world.size} processes, global batch {cfg.batch_size * world.size})"
                                         if world.distributed else ""))
+        log(f"device {trainer.device}, precision {'bf16 autocast' if trainer.precision == 'bf16' else 'fp32'}"
+            + (" (--amp auto)" if cfg.amp == "auto" else ""))
         result = trainer.run()
         log(f"finished at epoch {result['epoch']}, step {result['step']} ({result['stopped']}); "
             f"samples in {run_dir / 'samples'}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 # Bump when the drawing changes: it is part of the cache key of prepared renderer data.
-RENDERER_VERSION = 1
+RENDERER_VERSION = 2
 
 _HAIR_BALD, _HAIR_SHORT, _HAIR_FRINGE, _HAIR_LONG, _HAIR_SIDE = range(5)
 
@@ -157,13 +157,15 @@ def _render_chunk(p: _Params, size: int) -> np.ndarray:
         c.image[k] = background[:, k:k + 1] * ramp
 
     # Long hair falls behind the head and shoulders.
-    behind = _ellipse(x, y, 0.0, 0.18, head_a * 1.30, 0.92)
-    behind = np.where(long_hair, np.maximum(behind, y - 0.95), 1.0)
-    c.paint(behind, hair)
+    if long_hair.any():
+        b = c.band(-0.76, 1.0)
+        behind = np.maximum(_ellipse(b.x, b.y, 0.0, 0.18, head_a * 1.30, 0.92), b.y - 0.95)
+        b.paint(np.where(long_hair, behind, 1.0), hair)
 
     # Shoulders (clothing) and neck.
     shirt = np.concatenate([_lerp(p.shirt_r, 0.1, 0.9), _lerp(p.shirt_g, 0.1, 0.9), _lerp(p.shirt_b, 0.1, 0.9)], 1)
-    c.paint(_ellipse(x, y, 0.0, 1.30, 0.95, 0.52), shirt[:, None, :])
+    b = c.band(0.7, 1.0)
+    b.paint(_ellipse(b.x, b.y, 0.0, 1.30, 0.95, 0.52), shirt[:, None, :])
     b = c.band(0.35, 1.0)
     b.paint(np.maximum(np.abs(b.x) - head_a * 0.48, np.abs(b.y - 0.62) - 0.25), skin * 0.82)
 
@@ -172,21 +174,25 @@ def _render_chunk(p: _Params, size: int) -> np.ndarray:
     for side in (-1.0, 1.0):
         b.paint(_ellipse(b.x, b.y, side * head_a * 0.98, 0.04, 0.085, 0.13), skin * 0.93)
     jaw = _lerp(p.jaw, 0.0, 0.35)
-    narrowing = 1.0 - jaw * np.clip((y - head_cy) / head_b, 0.0, 1.0) ** 2
-    face = _ellipse(x, y, 0.0, head_cy, head_a * narrowing, head_b)
+    fb = c.band(-0.75, 0.75)
+    narrowing = 1.0 - jaw * np.clip((fb.y - head_cy) / head_b, 0.0, 1.0) ** 2
+    face = _ellipse(fb.x, fb.y, 0.0, head_cy, head_a * narrowing, head_b)
     # Soft shading towards the face's edge gives it volume.
     rim = np.clip((face + 0.18) / 0.18, 0.0, 1.0)
-    c.paint(face, skin * (1.0 - 0.22 * rim[..., None]))
+    fb.paint(face, skin * (1.0 - 0.22 * rim[..., None]))
 
     # Beard: the face below a line through the cheeks, in the hair colour.
     has_beard = (p.beard < 0.22) & ~long_hair
     if has_beard.any():
-        b = c.band(0.0, 0.75)
-        beard = np.maximum(face[:, b.pixels], 0.20 - 0.18 * (b.x / head_a) ** 2 - b.y)
+        b = c.band(0.0, 0.75)  # rows inside the face band: index the face's distances by offset
+        offset = slice(b.pixels.start - fb.pixels.start, b.pixels.stop - fb.pixels.start)
+        beard = np.maximum(face[:, offset], 0.20 - 0.18 * (b.x / head_a) ** 2 - b.y)
         b.paint(np.where(has_beard, beard, 1.0), hair * 0.9, 0.92)
 
     # Hair on top of the head: the head's outline above a hairline shaped by the style.
     hairline_y = _lerp(p.hairline, -0.42, -0.30)
+    b = c.band(-0.85, 0.05)
+    x, y = b.x, b.y
     top = _ellipse(x, y, 0.0, head_cy - 0.03, head_a * 1.10, head_b * 1.04)
     hairline = np.select(
         [style == _HAIR_FRINGE, style == _HAIR_SIDE],
@@ -195,10 +201,12 @@ def _render_chunk(p: _Params, size: int) -> np.ndarray:
         default=hairline_y + 0.25 * (x / head_a) ** 2 - 0.1,        # rounded hairline
     )
     top = np.maximum(top, y - hairline)
+    b.paint(np.where(bald, 1.0, top), hair)
     # Side hair reaches down past the ears for long hair.
-    sides = np.maximum(_ellipse(x, y, 0.0, 0.0, head_a * 1.12, head_b * 0.95), head_a * 0.80 - np.abs(x))
-    top = np.where(long_hair, np.minimum(top, sides), top)
-    c.paint(np.where(bald, 1.0, top), hair)
+    if long_hair.any():
+        b = c.band(-0.7, 0.7)
+        sides = np.maximum(_ellipse(b.x, b.y, 0.0, 0.0, head_a * 1.12, head_b * 0.95), head_a * 0.80 - np.abs(b.x))
+        b.paint(np.where(long_hair, sides, 1.0), hair)
 
     # Eyes: white, iris, pupil, with a lid line above.
     eye_gap = _lerp(p.eye_gap, 0.19, 0.25)
@@ -260,4 +268,8 @@ def _render_chunk(p: _Params, size: int) -> np.ndarray:
     angle = p.light_angle * 2.0 * np.pi
     strength = _lerp(p.light_strength, 0.0, 0.25)
     c.image *= 1.0 + strength * (np.cos(angle) * x + np.sin(angle) * y) * 0.5
-    return (np.clip(c.image.transpose(1, 2, 0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    # Scale in the contiguous planar layout, then one interleaving copy to (N, P, 3) uint8.
+    np.clip(c.image, 0.0, 1.0, out=c.image)
+    c.image *= 255.0
+    c.image += 0.5
+    return c.image.astype(np.uint8).transpose(1, 2, 0)
