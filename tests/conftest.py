@@ -1,11 +1,19 @@
 """Shared fixtures: an isolated data cache per test session, and image files the tests write."""
 
 import io
+import os
+import tempfile
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+def pytest_configure(config):
+    # Module-scoped fixtures run before any function fixture: give them a throwaway cache too,
+    # so no test ever writes to the user's ~/.cache/facegan.
+    os.environ["FACEGAN_CACHE"] = tempfile.mkdtemp(prefix="facegan-test-cache-")
 
 
 @pytest.fixture(autouse=True)

@@ -67,3 +67,27 @@ def test_resume_two_process_run_in_one_process_with_batchnorm(tmp_path, capsys):
     assert "batch 32 per process keeps the global batch of 32" in capsys.readouterr().out
     state = final_state(tmp_path)
     assert state["epoch"] == 2 and state["world_size"] == 1
+
+
+def test_a_rank_that_dies_ends_the_job_instead_of_hanging(tmp_path):
+    """SIGKILL one worker mid-training: torchrun must end the job, with an error, within a minute."""
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "facegan", "train", *TINY, "--num-images", "4000", "--batch-size", "16", "--epochs", "5",
+               "--out", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("*/metrics.jsonl")):
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-f", "-P", str(process.pid), "facegan"], capture_output=True, text=True)
+    pids = [int(p) for p in workers.stdout.split()]
+    assert len(pids) == 2, workers.stdout
+    os.kill(pids[-1], signal.SIGKILL)
+    started = time.time()
+    output = process.communicate(timeout=90)[0]
+    assert process.returncode != 0
+    assert time.time() - started < 60
+    assert "Signal 9" in output or "SIGKILL" in output or "exitcode" in output, output[-2000:]

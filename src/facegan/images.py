@@ -77,6 +77,10 @@ def _save_figure(fig, out_path) -> Path:
     return out_path
 
 
+_EVAL_TITLES = {"swd": "SWD x1e3 (lower is better)", "fid": "FID (lower is better)", "kid": "KID (lower is better)",
+                "msssim": "MS-SSIM between samples (lower = more diverse)", "precision": "precision", "recall": "recall"}
+
+
 def plot_eval(metrics_path, out_path) -> Path | None:
     """Each evaluated metric against the training step, one panel per metric."""
     rows = _read_rows(metrics_path, "eval")
@@ -93,7 +97,7 @@ def plot_eval(metrics_path, out_path) -> Path | None:
             ax.axhline(reals[-1], color="grey", linestyle="--", label="real faces")
             ax.legend()
         ax.set_xlabel("step")
-        ax.set_title(name.upper() + (" (lower is better)" if name in ("swd", "fid", "kid") else ""))
+        ax.set_title(_EVAL_TITLES[name])
     return _save_figure(fig, out_path)
 
 
