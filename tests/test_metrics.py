@@ -135,14 +135,41 @@ def test_inception_gives_2048_features_in_eval_mode_and_loads_strictly(inception
         load_state_dict_strict(other, state)
 
 
+def closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again at once: nobody listens there
+
+
 def test_missing_or_wrong_inception_weights_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(FaceganError, match=f"{WEIGHTS_NAME}.*--inception-weights.*swd and msssim need no download"):
+    # "Offline": the standard URL replaced by a loopback port nobody listens on.
+    monkeypatch.setattr("facegan.metrics.inception.WEIGHTS_URL", f"http://127.0.0.1:{closed_port()}/{WEIGHTS_NAME}")
+    with pytest.raises(FaceganError, match=f"{WEIGHTS_NAME}.*could not be downloaded.*--inception-weights.*"
+                                           f"swd and msssim need no download"):
         load_inception()
     fake = tmp_path / WEIGHTS_NAME
     fake.write_bytes(b"not the weights")
     with pytest.raises(FaceganError, match="is not the FID Inception weights file"):
         load_inception(fake)
+
+
+def test_inception_weights_are_downloaded_into_the_hub_cache_and_checked(tmp_path, monkeypatch):
+    from test_download import Server
+
+    server = Server()
+    try:
+        server.routes[f"/{WEIGHTS_NAME}"] = ("application/octet-stream", b"not the real weights", "")
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setattr("facegan.metrics.inception.WEIGHTS_URL", f"{server.url}/{WEIGHTS_NAME}")
+        with pytest.raises(FaceganError, match="is not the FID Inception weights file"):
+            load_inception()
+        assert any(path == f"/{WEIGHTS_NAME}" for path, _ in server.requests)  # it did try the URL
+        assert not (tmp_path / "torch" / "hub" / "checkpoints" / WEIGHTS_NAME).exists()  # and dropped the bad file
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
 
 
 def test_evaluate_caches_reference_statistics_per_dataset(tmp_path, monkeypatch, inception):

@@ -191,20 +191,26 @@ def find_weights(explicit=None) -> Path | None:
     return hub if hub.is_file() else None
 
 
-def load_inception(weights=None, device="cpu", download: bool = False) -> FIDInceptionV3:
-    """The FID network with the standard weights, or a clear message saying where to put them."""
+def load_inception(weights=None, device="cpu", download: bool = True) -> FIDInceptionV3:
+    """The FID network with the standard weights: --inception-weights, the torch hub cache, or a
+    download from the standard URL into that cache; offline, a message saying where to put the file."""
     path = find_weights(weights)
     if path is None and download:
         hub_dir = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch") / "hub" / "checkpoints"
+        hub_dir.mkdir(parents=True, exist_ok=True)
         from ..data.download import fetch
-        path = fetch(WEIGHTS_URL, hub_dir / WEIGHTS_NAME, progress=True,
-                     manual_hint=f"download {WEIGHTS_URL} by hand and pass it with --inception-weights")
+        try:
+            path = fetch(WEIGHTS_URL, hub_dir / WEIGHTS_NAME, progress=True)
+        except FaceganError:
+            path = None  # offline or refused: the message below says what to do instead
     if path is None:
-        raise FaceganError(f"FID/KID/precision-recall need the Inception weights {WEIGHTS_NAME}: download "
-                           f"{WEIGHTS_URL} and pass --inception-weights PATH (or put it in $TORCH_HOME/hub/checkpoints/); "
-                           f"swd and msssim need no download")
+        raise FaceganError(f"FID/KID/precision-recall need the Inception weights {WEIGHTS_NAME}, and it could not "
+                           f"be downloaded: fetch {WEIGHTS_URL} by hand and pass --inception-weights PATH (or put "
+                           f"it in $TORCH_HOME/hub/checkpoints/); swd and msssim need no download")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if not digest.startswith(WEIGHTS_SHA256_PREFIX):
+        if weights is None:
+            path.unlink()  # a bad download must not sit in the cache looking like the real file
         raise FaceganError(f"{path} is not the FID Inception weights file (sha256 {digest[:8]}..., expected "
                            f"{WEIGHTS_SHA256_PREFIX}...): download {WEIGHTS_URL} again")
     model = FIDInceptionV3()
