@@ -119,13 +119,14 @@ def _train(args) -> None:
         if args.config:
             raise FaceganError("--config and --resume do not mix: a resumed run keeps its own config")
         checkpoint = checkpoints.resolve(args.resume, args.out)
-        cfg = resume_config(checkpoints.config_of(checkpoints.load(checkpoint)), overrides)
+        state = checkpoints.load(checkpoint)
+        cfg = resume_config(checkpoints.config_of(state), overrides)
         print(f"resuming from {checkpoint}")
     else:
-        checkpoint = None
+        checkpoint = state = None
         raw = load_config_file(args.config) if args.config else TrainConfig().to_dict()
         cfg = TrainConfig.from_dict(apply_overrides(raw, overrides))
-    train(cfg, out=args.out, resume_from=checkpoint, progress=not args.no_progress)
+    train(cfg, out=args.out, resume_from=checkpoint, progress=not args.no_progress, state=state)
 
 
 def _add_generate(subparsers) -> None:

@@ -239,22 +239,23 @@ class Trainer:
         return last
 
     # --- outputs ----------------------------------------------------------------------------
-    def write_samples(self, name: str) -> Path:
+    def _fixed_samples(self):
+        """The progress-grid faces: G in eval mode on the run's fixed z, as uint8 (N, S, S, 3)."""
         self.generator.eval()
         with torch.no_grad(), self.autocast():
             images = to_uint8(self.generator(self.fixed_z))
         self.generator.train()
-        return save_grid(images, self.run_dir / "samples" / f"{name}.png")
+        return images
+
+    def write_samples(self, name: str) -> Path:
+        return save_grid(self._fixed_samples(), self.run_dir / "samples" / f"{name}.png")
 
     def write_samples_and_check(self, name: str) -> Path:
         """The progress grid, plus the diversity check on the same fixed-z samples."""
         from .metrics.msssim import diversity
 
-        path = self.write_samples(name)
-        self.generator.eval()
-        with torch.no_grad(), self.autocast():
-            samples = to_uint8(self.generator(self.fixed_z))
-        self.generator.train()
+        samples = self._fixed_samples()
+        path = save_grid(samples, self.run_dir / "samples" / f"{name}.png")
         if len(samples) >= 2:
             if self._reals_diversity is None:
                 reals = self.batches.images[self.batches.shard(0)[:len(samples)].to(self.batches.images.device)]
@@ -397,19 +398,20 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True, log=print,
-          cache_dir=None) -> Path:
+          cache_dir=None, state: dict | None = None) -> Path:
     """Train a new run under `out`, or continue the one `resume_from` (a checkpoint file) belongs to.
 
     For resume, `cfg` must already be the checkpoint's config with any allowed changes applied
-    (config.resume_config does that). Under torchrun every process calls this; rank 0 writes.
-    Returns the run folder."""
+    (config.resume_config does that); `state` may pass the checkpoint already loaded. Under
+    torchrun every process calls this; rank 0 writes. Returns the run folder."""
     # Everything that can be wrong with the input is checked before a run folder exists.
     cfg.validate()
     world, device = distributed.init(resolve_device(cfg.device))
     if not world.is_main:
         log = _silent
     try:
-        state = checkpoints.load(resume_from) if resume_from is not None else None
+        if resume_from is not None and state is None:
+            state = checkpoints.load(resume_from)
         if state is not None:
             _fit_batch_to_world(cfg, state.get("world_size", 1), world, log)
         if not world.is_main:
