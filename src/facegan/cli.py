@@ -52,6 +52,7 @@ _TRAIN_OPTIONS = {
                                               help="strided (de)conv layers; 0 = log2(size)-2, down to 4x4")),
     "--d-head": ("model.d_head", dict(choices=("conv", "linear"), help="discriminator head (conv)")),
     "--dropout": ("model.dropout", dict(type=float, help="dropout in D, 0 = off (0)")),
+    "--arch": ("model.arch", dict(choices=("dcgan", "mlp"), help="dcgan, or mlp: the fully connected baseline (dcgan)")),
     "--epochs": ("epochs", dict(type=_positive_int, help="passes over the data (20)")),
     "--max-steps": ("max_steps", dict(type=_non_negative_int, help="stop after this many steps; 0 = no limit")),
     "--batch-size": ("batch_size", dict(type=_positive_int, help="images per step (64)")),

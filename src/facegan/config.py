@@ -26,6 +26,12 @@ class ModelConfig:
     dropout: float = 0.0    # dropout after each D activation; 0 = off, as in the paper
     batchnorm: bool = True  # BatchNorm in G and D as in the paper; off makes each image's output independent
                             # of its batch (exact multi-process equivalence tests, ablations)
+    arch: str = "dcgan"     # "dcgan", or "mlp": the fully connected GAN baseline (Goodfellow et al. 2014)
+
+    @property
+    def z_shape(self) -> tuple:
+        """The shape of one latent, as drawn for training and generation."""
+        return (self.z_size,)
 
     @property
     def layers(self) -> int:
@@ -47,6 +53,8 @@ class ModelConfig:
                                f"images: use 1 to {most} (0 picks {most - 1})")
         if self.conv_dim < 1 or self.z_size < 1:
             raise FaceganError("--conv-dim and --z-size must be positive integers")
+        if self.arch not in ("dcgan", "mlp"):
+            raise FaceganError(f"unknown architecture '{self.arch}': use dcgan or mlp")
         if self.d_head not in D_HEADS:
             raise FaceganError(f"unknown discriminator head '{self.d_head}': use {' or '.join(D_HEADS)}")
         if not 0.0 <= self.dropout < 1.0:

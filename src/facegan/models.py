@@ -8,6 +8,7 @@ and the generator mirrors it from z. Default 64x64: 4 layers, 64 -> 32 -> 16 -> 
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -80,6 +81,48 @@ class Generator(nn.Module):
         return torch.tanh(self.to_rgb(self.upsample(self.project(z))))
 
 
+class MLPGenerator(nn.Module):
+    """The non-convolutional baseline: z -> fully connected layers (ReLU) -> tanh image."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        width, size = cfg.conv_dim * 8, cfg.image_size
+        z_length = math.prod(cfg.z_shape)
+        self.net = nn.Sequential(
+            nn.Flatten(),                                        # (N, z)
+            nn.Linear(z_length, width), nn.ReLU(inplace=True),   # (N, w)
+            nn.Linear(width, 2 * width), nn.ReLU(inplace=True),  # (N, 2w)
+            nn.Linear(2 * width, 4 * width), nn.ReLU(inplace=True),  # (N, 4w)
+            nn.Linear(4 * width, 3 * size * size),               # (N, 3*S*S)
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        size = self.config.image_size
+        return torch.tanh(self.net(z)).view(-1, 3, size, size)  # (N, 3, S, S)
+
+
+class MLPDiscriminator(nn.Module):
+    """The non-convolutional baseline: flattened image -> fully connected layers (LeakyReLU 0.2) -> logit."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        width, size = cfg.conv_dim * 8, cfg.image_size
+        layers = [nn.Flatten()]                                  # (N, 3*S*S)
+        for n_in, n_out in ((3 * size * size, 4 * width), (4 * width, 2 * width), (2 * width, width)):
+            layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2, inplace=True)]  # (N, n_out)
+            if cfg.dropout > 0:
+                layers.append(nn.Dropout(cfg.dropout))
+        layers.append(nn.Linear(width, 1))                      # (N, 1)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images).flatten()  # (N,)
+
+
 def _up_block(conv: nn.Module, channels: int, batchnorm: bool) -> nn.Sequential:
     """Transposed conv, BatchNorm (unless off), ReLU: the generator's repeating unit."""
     layers = OrderedDict(conv=conv)
@@ -101,9 +144,15 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_models(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+def make_generator(cfg: ModelConfig) -> nn.Module:
+    """The generator cfg describes (uninitialised): what checkpoints are loaded into."""
+    return MLPGenerator(cfg) if cfg.arch == "mlp" else Generator(cfg)
+
+
+def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     """Both networks, freshly initialised from the current torch RNG."""
-    generator, discriminator = Generator(cfg), Discriminator(cfg)
+    generator = make_generator(cfg)
+    discriminator = MLPDiscriminator(cfg) if cfg.arch == "mlp" else Discriminator(cfg)
     init_weights(generator)
     init_weights(discriminator)
     return generator, discriminator

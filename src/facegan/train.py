@@ -177,7 +177,7 @@ class Trainer:
             self.d_call_for_g = torch.compile(self.discriminator) if world.distributed else self.d_call
 
         self.noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # z and flips, in step order
-        self.fixed_z = torch.randn(cfg.num_samples, cfg.model.z_size,
+        self.fixed_z = torch.randn(cfg.num_samples, *cfg.model.z_shape,
                                    generator=torch.Generator().manual_seed(cfg.seed + 2)).to(self.device)
         self.batches = BatchSource(prepared.images, cfg.batch_size, self.device, cfg.seed, cfg.data.flip,
                                    self.memory_format, rank=world.rank, world_size=world.size)
@@ -332,7 +332,7 @@ class Trainer:
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
                 for real in self.batches.epoch(self.epoch, self.noise, start_step=self.step_in_epoch):
                     # z for the whole global batch, this rank's slice: one noise stream for any world size.
-                    z = torch.randn(len(real) * self.world.size, cfg.model.z_size, device=self.device,
+                    z = torch.randn(len(real) * self.world.size, *cfg.model.z_shape, device=self.device,
                                     generator=self.noise)[self.world.rank::self.world.size]
                     window += train_step(self.g_call, self.d_call, self.opt_g, self.opt_d, self.loss, real, z,
                                          self.autocast, self.d_call_for_g)
