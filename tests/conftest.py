@@ -23,6 +23,15 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then closed at once): 'offline' without the network."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def face_like(seed: int, size=(40, 48)) -> Image.Image:
     """A small RGB picture with structure (so resizing and cropping are visible)."""
     rng = np.random.default_rng(seed)

@@ -7,10 +7,9 @@ import subprocess
 import sys
 import time
 
-import pytest
 from PIL import Image
 
-from conftest import write_image_folder
+from conftest import closed_port, write_image_folder
 from facegan.cli import main
 
 TINY = ["--conv-dim", "8", "--z-size", "16", "--num-images", "96", "--batch-size", "16", "--log-every", "2",
@@ -134,13 +133,8 @@ def test_ctrl_c_saves_and_resumes(tmp_path):
 def test_evaluate_command_and_evaluation_during_training(tmp_path, capsys, monkeypatch):
     from facegan import checkpoints
 
-    import socket
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
-    with socket.socket() as s:  # "offline": the weights URL on a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setattr("facegan.metrics.inception.WEIGHTS_URL", f"http://127.0.0.1:{port}/weights.pth")
+    monkeypatch.setattr("facegan.metrics.inception.WEIGHTS_URL", f"http://127.0.0.1:{closed_port()}/weights.pth")
     runs = tmp_path / "runs"
     assert run_cli("train", *TINY, "--epochs", "1", "--eval-every", "3", "--eval-samples", "16", "--out", runs) == 0
     (run,) = runs.iterdir()

@@ -2,7 +2,6 @@
 
 import dataclasses
 import hashlib
-import io
 import stat
 import threading
 import zipfile
@@ -10,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import write_image_zip
+from conftest import closed_port, write_image_zip
 from facegan.config import DataConfig
 from facegan.data import download as dl
 from facegan.data.prepare import prepare
@@ -141,12 +140,8 @@ def test_google_drive_confirm_page_is_followed(server, zip_bytes, tmp_path, monk
 def test_404_and_connection_refused_say_what_to_do(server, tmp_path):
     with pytest.raises(FaceganError, match="HTTP 404.*by hand"):
         dl.fetch(server.url + "/nothing.zip", tmp_path / "a.zip", progress=False, manual_hint="download it by hand")
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again at once: nobody listens there
     with pytest.raises(FaceganError, match="cannot reach 127.0.0.1.*offline.*place"):
-        dl.fetch(f"http://127.0.0.1:{port}/x.zip", tmp_path / "b.zip", progress=False,
+        dl.fetch(f"http://127.0.0.1:{closed_port()}/x.zip", tmp_path / "b.zip", progress=False,
                  manual_hint="place the file at data/x.zip")
 
 

@@ -1,9 +1,8 @@
-import json
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import closed_port
 from facegan.config import DataConfig
 from facegan.data.prepare import prepare
 from facegan.data.synthetic import render_faces
@@ -133,13 +132,6 @@ def test_inception_gives_2048_features_in_eval_mode_and_loads_strictly(inception
     state["Mixed_7c.extra"] = torch.zeros(1)
     with pytest.raises(FaceganError, match="do not fit"):
         load_state_dict_strict(other, state)
-
-
-def closed_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again at once: nobody listens there
 
 
 def test_missing_or_wrong_inception_weights_say_what_to_do(tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ size and the same images, in one process, alternating repeats so machine drift c
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import time
@@ -22,7 +21,7 @@ from .data.batches import BatchSource
 from .data.synthetic import render_faces
 from .losses import make_loss
 from .models import build_models
-from .train import train_step
+from .train import adam_options, autocast_factory, train_step
 
 
 class TextbookDCGAN:
@@ -70,13 +69,13 @@ class FaceganStep:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.generator = generator.to(device, memory_format=self.memory_format)
         self.discriminator = discriminator.to(device, memory_format=self.memory_format)
-        adam = dict(lr=2e-4, betas=(0.5, 0.999), **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+        adam = dict(lr=2e-4, betas=(0.5, 0.999), **adam_options(device))
         self.opt_g = torch.optim.Adam(self.generator.parameters(), **adam)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), **adam)
         self.loss = make_loss("bce", 1.0)
         self.g_call, self.d_call = ((torch.compile(self.generator), torch.compile(self.discriminator))
                                     if compile else (self.generator, self.discriminator))
-        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+        self.autocast = autocast_factory(device, amp)
         self.stats = None
 
     def step(self, real, noise):

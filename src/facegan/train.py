@@ -65,6 +65,16 @@ def default_amp(device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and native else "off"
 
 
+def adam_options(device: torch.device) -> dict:
+    """Adam's implementation per device: fused kernels on CUDA, foreach (multi-tensor) elsewhere."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
+def autocast_factory(device: torch.device, bf16: bool):
+    """A no-argument context-manager factory: bf16 autocast on `device`, or nothing."""
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+
+
 def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torch.Tensor, z: torch.Tensor,
                autocast=contextlib.nullcontext, discriminator_for_g=None) -> torch.Tensor:
     """One DCGAN step: D on real vs detached fake, then G through the updated D.
@@ -142,13 +152,11 @@ class Trainer:
                 f"using batch size {len(prepared.images) // world.size} per process")
             cfg.batch_size = len(prepared.images) // world.size
 
-        on_gpu = self.device.type == "cuda"
         channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type in ("cpu", "cuda")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         amp = cfg.amp if cfg.amp != "auto" else default_amp(self.device)
         self.precision = amp
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if amp == "bf16" \
-            else contextlib.nullcontext
+        self.autocast = autocast_factory(self.device, amp == "bf16")
 
         torch.manual_seed(cfg.seed)
         self.generator, self.discriminator = build_models(cfg.model)
@@ -159,7 +167,7 @@ class Trainer:
             self.discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
         for net in (self.generator, self.discriminator):
             net.to(self.device, memory_format=self.memory_format)
-        adam = dict(betas=(cfg.beta1, cfg.beta2), **({"fused": True} if on_gpu else {"foreach": True}))
+        adam = dict(betas=(cfg.beta1, cfg.beta2), **adam_options(self.device))
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, **adam)
         self.loss = make_loss(cfg.loss, cfg.label_smoothing)
@@ -258,8 +266,7 @@ class Trainer:
         path = save_grid(samples, self.run_dir / "samples" / f"{name}.png")
         if len(samples) >= 2:
             if self._reals_diversity is None:
-                reals = self.batches.images[self.batches.shard(0)[:len(samples)].to(self.batches.images.device)]
-                self._reals_diversity = diversity(reals.cpu().numpy(), pairs=256)
+                self._reals_diversity = diversity(self._first_reals(len(samples)), pairs=256)
             value = diversity(samples, pairs=256)
             self._append_metrics({"step": self.step, "samples_msssim": round(value, 4),
                                   "reals_msssim": round(self._reals_diversity, 4)})
@@ -289,10 +296,13 @@ class Trainer:
                  + f" (best {self.best['metric']} {self.best['value']} at step {self.best['step']})")
         return results
 
+    def _first_reals(self, count: int):
+        """The first `count` images of epoch 0's shuffle, uint8 (N, S, S, 3): what reals.png shows."""
+        first = self.batches.shard(0)[:count].to(self.batches.images.device)
+        return self.batches.images.index_select(0, first).cpu().numpy()
+
     def write_reals(self) -> Path:
-        first = self.batches.shard(0)[:self.cfg.num_samples]
-        return save_grid(self.batches.images[first.to(self.batches.images.device)].cpu().numpy(),
-                         self.run_dir / "reals.png")
+        return save_grid(self._first_reals(self.cfg.num_samples), self.run_dir / "reals.png")
 
     def _append_metrics(self, row: dict) -> None:
         with open(self.metrics_path, "a") as f:
