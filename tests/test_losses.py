@@ -15,7 +15,7 @@ def sigmoid(x):
 
 
 def test_bce_with_label_smoothing_matches_hand_computation():
-    loss = make_loss("bce", label_smoothing=0.9)
+    loss = make_loss("bce", real_label=0.9)
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
     expected_d = (bce(sigmoid(2.0), 0.9) + bce(sigmoid(-1.0), 0.9)) / 2 + (bce(sigmoid(0.5), 0) + bce(sigmoid(-3.0), 0)) / 2
     assert loss.d_loss(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
@@ -26,12 +26,12 @@ def test_bce_with_label_smoothing_matches_hand_computation():
 
 
 def test_bce_without_smoothing_is_minimal_for_confident_correct_d():
-    loss = make_loss("bce", label_smoothing=1.0)
+    loss = make_loss("bce", real_label=1.0)
     assert loss.d_loss(torch.tensor([20.0]), torch.tensor([-20.0])).item() < 1e-6
 
 
 def test_lsgan_matches_hand_computation():
-    loss = make_loss("lsgan", label_smoothing=1.0)
+    loss = make_loss("lsgan", real_label=1.0)
     real, fake = torch.tensor([0.5, 1.5]), torch.tensor([0.2, -0.4])
     expected_d = 0.5 * ((0.5 - 1) ** 2 + (1.5 - 1) ** 2) / 2 + 0.5 * (0.2 ** 2 + 0.4 ** 2) / 2
     assert loss.d_loss(real, fake).item() == pytest.approx(expected_d, rel=1e-6)

@@ -81,7 +81,7 @@ def test_mlp_baseline_shapes(size):
     mlp = ModelConfig(image_size=size, conv_dim=4, arch="mlp")
     generator, discriminator = build_models(mlp)
     assert not any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in generator.modules())
-    images = generator(torch.randn(2, *mlp.z_shape))
+    images = generator(torch.randn(2, mlp.z_size))
     assert images.shape == (2, 3, size, size) and discriminator(images).shape == (2,)
     assert images.min() >= -1 and images.max() <= 1
 

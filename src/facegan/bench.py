@@ -21,7 +21,8 @@ from .data.batches import BatchSource
 from .data.synthetic import render_faces
 from .losses import make_loss
 from .models import build_models
-from .train import adam_options, autocast_factory, train_step
+from .device import adam_options, autocast_factory
+from .train import train_step
 
 
 class TextbookDCGAN:

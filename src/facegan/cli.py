@@ -6,7 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import AMP_MODES, ARCHS, D_HEADS, SUPPORTED_IMAGE_SIZES
 from .errors import FaceganError
+from .losses import LOSSES
+from .metrics.registry import METRICS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,67 +40,87 @@ def _non_negative_int(text: str) -> int:
 
 
 # flag -> (dotted config key, argparse keyword arguments). Defaults live in config.py alone: every
-# flag defaults to "not given", so only what the user typed overrides a config file or checkpoint.
+# flag defaults to "not given", so only what the user typed overrides a config file or checkpoint,
+# and --help shows config.py's default (appended by _help_with_default), never a retyped copy.
 _TRAIN_OPTIONS = {
     "--data": ("data.source", dict(metavar="PATH", help="folder or .zip of face images, or celeba / celeba-small "
-                                                        "after 'facegan data download' (default: built-in faces)")),
-    "--num-images": ("data.num_images", dict(type=_positive_int, help="size of the built-in face set (20000)")),
-    "--render-seed": ("data.render_seed", dict(type=_non_negative_int, help="which built-in face set (0)")),
+                                                        "after 'facegan data download'; 'faces' = built-in")),
+    "--num-images": ("data.num_images", dict(type=_positive_int, help="size of the built-in face set")),
+    "--render-seed": ("data.render_seed", dict(type=_non_negative_int, help="which built-in face set")),
     "--crop": ("data.crop", dict(type=_non_negative_int, metavar="PX",
                                  help="centre crop side in source pixels, e.g. CelebA 108/138/178; 0 = largest square")),
-    "--image-size": ("model.image_size", dict(type=int, choices=(32, 64, 128), help="training resolution (32)")),
-    "--conv-dim": ("model.conv_dim", dict(type=_positive_int, help="width of the first/last conv layer (32)")),
-    "--z-size": ("model.z_size", dict(type=_positive_int, help="latent vector length (100)")),
+    "--image-size": ("model.image_size", dict(type=int, choices=SUPPORTED_IMAGE_SIZES, help="training resolution")),
+    "--conv-dim": ("model.conv_dim", dict(type=_positive_int, help="width of the first/last conv layer")),
+    "--z-size": ("model.z_size", dict(type=_positive_int, help="latent vector length")),
     "--num-layers": ("model.num_layers", dict(type=_non_negative_int,
                                               help="strided (de)conv layers; 0 = log2(size)-2, down to 4x4")),
-    "--d-head": ("model.d_head", dict(choices=("conv", "linear"), help="discriminator head (conv)")),
-    "--dropout": ("model.dropout", dict(type=float, help="dropout in D, 0 = off (0)")),
-    "--arch": ("model.arch", dict(choices=("dcgan", "mlp"), help="dcgan, or mlp: the fully connected baseline (dcgan)")),
-    "--epochs": ("epochs", dict(type=_positive_int, help="passes over the data (20)")),
+    "--d-head": ("model.d_head", dict(choices=D_HEADS, help="discriminator head")),
+    "--dropout": ("model.dropout", dict(type=float, help="dropout in D, 0 = off")),
+    "--arch": ("model.arch", dict(choices=ARCHS, help="dcgan, or mlp: the fully connected baseline")),
+    "--epochs": ("epochs", dict(type=_positive_int, help="passes over the data")),
     "--max-steps": ("max_steps", dict(type=_non_negative_int, help="stop after this many steps; 0 = no limit")),
-    "--batch-size": ("batch_size", dict(type=_positive_int, help="images per step (64)")),
-    "--lr-d": ("lr_d", dict(type=float, help="discriminator learning rate (2e-4)")),
-    "--lr-g": ("lr_g", dict(type=float, help="generator learning rate (2e-4)")),
-    "--beta1": ("beta1", dict(type=float, help="Adam beta1 (0.5)")),
-    "--beta2": ("beta2", dict(type=float, help="Adam beta2 (0.999)")),
-    "--loss": ("loss", dict(choices=("bce", "lsgan", "hinge"), help="GAN loss (bce)")),
-    "--label-smoothing": ("label_smoothing", dict(type=float, help="D's target for real images; 1.0 = off (0.9)")),
-    "--seed": ("seed", dict(type=_non_negative_int, help="random seed for the whole run (0)")),
-    "--device": ("device", dict(help="auto, cpu, cuda, cuda:N or mps (auto)")),
-    "--log-every": ("log_every", dict(type=_positive_int, help="steps between metrics lines (50)")),
-    "--keep-checkpoints": ("keep_checkpoints", dict(type=_positive_int, help="per-epoch checkpoints kept (3)")),
-    "--num-samples": ("num_samples", dict(type=_positive_int, help="images in each progress grid (64)")),
-    "--amp": ("amp", dict(choices=("auto", "bf16", "off"), help="mixed precision (auto: bf16 on cuda and CPUs with native bf16)")),
-    "--eval-every": ("eval_every", dict(type=_non_negative_int, help="steps between evaluations; 0 = off (0)")),
-    "--eval-metrics": ("eval_metrics", dict(help="comma list from swd,msssim,fid,kid,pr; the first picks best.pt (swd)")),
-    "--eval-samples": ("eval_samples", dict(type=_positive_int, help="images per evaluation (1000)")),
+    "--batch-size": ("batch_size", dict(type=_positive_int, help="images per step per process")),
+    "--lr-d": ("lr_d", dict(type=float, help="discriminator learning rate")),
+    "--lr-g": ("lr_g", dict(type=float, help="generator learning rate")),
+    "--beta1": ("beta1", dict(type=float, help="Adam beta1")),
+    "--beta2": ("beta2", dict(type=float, help="Adam beta2")),
+    "--loss": ("loss", dict(choices=tuple(LOSSES), help="GAN loss")),
+    "--real-label": ("real_label", dict(type=float, help="D's target for real images (one-sided label "
+                                                         "smoothing); 1.0 = off; --label-smoothing is the old name")),
+    "--seed": ("seed", dict(type=_non_negative_int, help="random seed for the whole run")),
+    "--device": ("device", dict(help="auto, cpu, cuda, cuda:N or mps")),
+    "--log-every": ("log_every", dict(type=_positive_int, help="steps between metrics lines")),
+    "--keep-checkpoints": ("keep_checkpoints", dict(type=_positive_int, help="per-epoch checkpoints kept")),
+    "--num-samples": ("num_samples", dict(type=_positive_int, help="images in each progress grid")),
+    "--amp": ("amp", dict(choices=AMP_MODES, help="mixed precision; auto = bf16 on cuda and CPUs with native bf16")),
+    "--eval-every": ("eval_every", dict(type=_non_negative_int, help="steps between evaluations; 0 = off")),
+    "--eval-metrics": ("eval_metrics", dict(help=f"comma list from {','.join(METRICS)}; the first picks best.pt")),
+    "--eval-samples": ("eval_samples", dict(type=_positive_int, help="images per evaluation")),
     "--inception-weights": ("inception_weights", dict(metavar="PTH", help="FID Inception weights file")),
 }
+_ALIASES = {"--real-label": ("--label-smoothing",)}  # old flag names that keep working
+
+
+def _config_default(dotted: str):
+    """The default config.py declares for a dotted key such as 'model.conv_dim'."""
+    from .config import TrainConfig
+
+    value = TrainConfig()
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _help_with_default(text: str, dotted: str) -> str:
+    default = _config_default(dotted)
+    return f"{text} (default: {default if default not in ('', None) else 'none'})"
 
 
 def _add_train(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a DCGAN", description="Train a DCGAN on faces. Options not "
                               "given come from --config, then from the defaults in facegan/config.py.")
-    for flag, (_, kwargs) in _TRAIN_OPTIONS.items():
-        p.add_argument(flag, default=None, **kwargs)
-    p.add_argument("--lr", type=float, default=None, help="learning rate for both D and G (2e-4)")
-    p.add_argument("--no-flip", action="store_true", help="do not mirror training images at random")
+    for flag, (key, kwargs) in _TRAIN_OPTIONS.items():
+        kwargs = dict(kwargs, help=_help_with_default(kwargs["help"], key))
+        p.add_argument(flag, *_ALIASES.get(flag, ()), dest=key.split(".")[-1], default=None, **kwargs)
+    p.add_argument("--lr", type=float, default=None, help="learning rate for both D and G (--lr-d/--lr-g win)")
+    p.add_argument("--no-flip", action="store_true", help="do not mirror training images at random (default: flip)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout (default: on for cpu and cuda)")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile both networks")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help=_help_with_default("torch.compile both networks", "compile"))
     p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
-                   help="BatchNorm in G and D, as in the paper (default: on)")
+                   help=_help_with_default("BatchNorm in G and D, as in the paper", "model.batchnorm"))
     p.add_argument("--sync-bn", action="store_true", default=None,
-                   help="multi-GPU: BatchNorm statistics over the global batch (SyncBatchNorm)")
+                   help="multi-GPU: BatchNorm statistics over the global batch (SyncBatchNorm; default: off)")
     p.add_argument("--config", metavar="FILE", help="JSON config, e.g. a run's config.json")
-    p.add_argument("--out", default="runs", help="folder holding the numbered run folders (runs)")
+    p.add_argument("--out", default="runs", help="folder holding the numbered run folders (default: runs)")
     p.add_argument("--resume", metavar="RUN_OR_CHECKPOINT", help="continue a run: its folder, a .pt, or 'latest'")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
 
 def _train_overrides(args) -> dict:
-    overrides = {key: getattr(args, flag[2:].replace("-", "_")) for flag, (key, _) in _TRAIN_OPTIONS.items()}
+    overrides = {key: getattr(args, key.split(".")[-1]) for key, _ in _TRAIN_OPTIONS.values()}
     if args.lr is not None:  # --lr sets both; --lr-d / --lr-g win where given (TTUR)
         overrides["lr_d"] = args.lr if args.lr_d is None else args.lr_d
         overrides["lr_g"] = args.lr if args.lr_g is None else args.lr_g
@@ -113,13 +136,14 @@ def _train_overrides(args) -> dict:
 def _train(args) -> None:
     from . import checkpoints
     from .config import TrainConfig, apply_overrides, load_config_file, resume_config
+    from .runs import resolve_checkpoint
     from .train import train
 
     overrides = _train_overrides(args)
     if args.resume:
         if args.config:
             raise FaceganError("--config and --resume do not mix: a resumed run keeps its own config")
-        checkpoint = checkpoints.resolve(args.resume, args.out)
+        checkpoint = resolve_checkpoint(args.resume, args.out)
         state = checkpoints.load(checkpoint)
         cfg = resume_config(checkpoints.config_of(state), overrides)
         print(f"resuming from {checkpoint}")
@@ -146,13 +170,13 @@ def _add_generate(subparsers) -> None:
 
 
 def _generate(args) -> None:
-    from . import checkpoints
+    from .device import resolve_device
     from .generate import generate, load_generator, parse_seeds, write_per_seed
     from .images import save_grid
-    from .train import resolve_device
+    from .runs import resolve_checkpoint, run_of
 
     device = resolve_device(args.device)
-    checkpoint = checkpoints.resolve(args.checkpoint, args.runs, prefer="generator")
+    checkpoint = resolve_checkpoint(args.checkpoint, args.runs, prefer="generator")
     generator, _ = load_generator(checkpoint, device)
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num))
     images = generate(generator, seeds, args.batch_size, device)
@@ -160,7 +184,7 @@ def _generate(args) -> None:
         paths = write_per_seed(images, seeds, args.outdir)
         print(f"wrote {len(paths)} images to {args.outdir} (seed{seeds[0]:04d}.png ...)")
     else:
-        out = Path(args.out) if args.out else checkpoints.run_dir_of(checkpoint) / "generated.png"
+        out = Path(args.out) if args.out else run_of(checkpoint).path / "generated.png"
         save_grid(images, out)
         print(f"wrote a grid of {len(images)} faces to {out}")
 
@@ -178,16 +202,16 @@ def _add_interpolate(subparsers) -> None:
 
 
 def _interpolate(args) -> None:
-    from . import checkpoints
+    from .device import resolve_device
     from .generate import interpolate, load_generator
     from .images import save_grid
-    from .train import resolve_device
+    from .runs import resolve_checkpoint, run_of
 
     device = resolve_device(args.device)
-    checkpoint = checkpoints.resolve(args.checkpoint, args.runs, prefer="generator")
+    checkpoint = resolve_checkpoint(args.checkpoint, args.runs, prefer="generator")
     generator, _ = load_generator(checkpoint, device)
     images = interpolate(generator, args.from_seed, args.to_seed, args.steps, device)
-    out = Path(args.out) if args.out else checkpoints.run_dir_of(checkpoint) / "interpolation.png"
+    out = Path(args.out) if args.out else run_of(checkpoint).path / "interpolation.png"
     save_grid(images, out, columns=args.steps)
     print(f"wrote {args.steps} faces from seed {args.from_seed} to seed {args.to_seed} to {out}")
 
@@ -199,7 +223,7 @@ def _add_evaluate(subparsers) -> None:
     p.add_argument("checkpoint", nargs="?", default=None, metavar="RUN_OR_CHECKPOINT",
                    help="run folder or .pt file (default: the newest run under --runs)")
     p.add_argument("--data", help="images to compare with (default: the data the run trained on)")
-    p.add_argument("--metrics", default="swd,msssim", help="comma list from swd,msssim,fid,kid,pr (swd,msssim)")
+    p.add_argument("--metrics", default="swd,msssim", help=f"comma list from {','.join(METRICS)} (default: swd,msssim)")
     p.add_argument("--num-samples", type=_positive_int, default=1000, help="generated and real images (1000)")
     p.add_argument("--inception-weights", metavar="PTH", help="the FID weights file")
     p.add_argument("--device", default="auto")
@@ -209,18 +233,18 @@ def _add_evaluate(subparsers) -> None:
 
 
 def _evaluate(args) -> None:
-    import json
     import time
 
     from . import checkpoints
     from .data.prepare import prepare
+    from .device import resolve_device
     from .generate import generator_from_state
     from .metrics.evaluate import evaluate, format_table, parse_metrics
-    from .train import resolve_device
+    from .runs import resolve_checkpoint, run_of
 
     metrics = parse_metrics(args.metrics)
     device = resolve_device(args.device)
-    checkpoint = checkpoints.resolve(args.checkpoint, args.runs, prefer="generator")
+    checkpoint = resolve_checkpoint(args.checkpoint, args.runs, prefer="generator")
     state = checkpoints.load(checkpoint)
     generator, cfg = generator_from_state(state, device)
     data = cfg.data
@@ -230,11 +254,10 @@ def _evaluate(args) -> None:
     results = evaluate(generator, prepared, metrics, args.num_samples, device, args.inception_weights,
                        args.batch_size)
     print(format_table(results))
-    metrics_file = checkpoints.run_dir_of(checkpoint) / "metrics.jsonl"
-    with open(metrics_file, "a") as f:
-        f.write(json.dumps({"step": state.get("step"), "eval": results, "checkpoint": str(checkpoint),
-                            "time": round(time.time(), 3)}) + "\n")
-    print(f"appended to {metrics_file}")
+    run = run_of(checkpoint)
+    run.append_metrics({"step": state.get("step"), "eval": results, "checkpoint": str(checkpoint),
+                        "time": round(time.time(), 3)})
+    print(f"appended to {run.metrics_jsonl}")
 
 
 def _add_data(subparsers) -> None:
@@ -250,7 +273,8 @@ def _add_data(subparsers) -> None:
         q = sub.add_parser(name, help=helptext)
         q.add_argument("source", nargs="?", default="faces",
                        help="folder, .zip, a downloaded set (celeba, celeba-small) or 'faces' (faces)")
-        q.add_argument("--image-size", type=int, choices=(32, 64, 128), default=32)
+        q.add_argument("--image-size", type=int, choices=SUPPORTED_IMAGE_SIZES,
+                       default=_config_default("model.image_size"), help="side of the prepared images (default: %(default)s)")
         q.add_argument("--crop", type=_non_negative_int, default=0, metavar="PX")
         q.add_argument("--num-images", type=_positive_int, default=None, help="built-in faces only (20000)")
         q.add_argument("--render-seed", type=_non_negative_int, default=0)

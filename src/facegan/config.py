@@ -10,10 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FaceganError
+from .losses import LOSSES
+from .metrics.registry import BEST_CHECKPOINT_METRICS, parse_metrics
 
+# The one home of each list of choices: validation here, and argparse's choices= and help in cli.py.
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)
-LOSSES = ("bce", "lsgan", "hinge")
-D_HEADS = ("conv", "linear")
+ARCHS = ("dcgan", "mlp")          # dcgan, or the fully connected baseline
+D_HEADS = ("conv", "linear")      # all-conv head (Radford et al.) or flatten -> fc (Udacity)
+AMP_MODES = ("auto", "bf16", "off")
+# Old configuration keys still read from config files and checkpoints -> their current names.
+RENAMED_KEYS = {"label_smoothing": "real_label"}
 
 
 @dataclass
@@ -29,11 +35,6 @@ class ModelConfig:
     arch: str = "dcgan"     # "dcgan", or "mlp": the fully connected GAN baseline (Goodfellow et al. 2014)
 
     @property
-    def z_shape(self) -> tuple:
-        """The shape of one latent, as drawn for training and generation."""
-        return (self.z_size,)
-
-    @property
     def layers(self) -> int:
         """The number of strided layers actually used (resolves the 0 default)."""
         return self.num_layers or int(math.log2(self.image_size)) - 2
@@ -42,6 +43,9 @@ class ModelConfig:
     def final_size(self) -> int:
         """Side of D's last feature map (and G's first), e.g. 4 for 64x64 with 4 layers."""
         return self.image_size >> self.layers
+
+    def __post_init__(self):
+        self.validate()  # a config is checked where it is made, so nothing downstream re-checks it
 
     def validate(self) -> None:
         if self.image_size not in SUPPORTED_IMAGE_SIZES:
@@ -53,8 +57,8 @@ class ModelConfig:
                                f"images: use 1 to {most} (0 picks {most - 1})")
         if self.conv_dim < 1 or self.z_size < 1:
             raise FaceganError("--conv-dim and --z-size must be positive integers")
-        if self.arch not in ("dcgan", "mlp"):
-            raise FaceganError(f"unknown architecture '{self.arch}': use dcgan or mlp")
+        if self.arch not in ARCHS:
+            raise FaceganError(f"unknown architecture '{self.arch}': use {' or '.join(ARCHS)}")
         if self.d_head not in D_HEADS:
             raise FaceganError(f"unknown discriminator head '{self.d_head}': use {' or '.join(D_HEADS)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -75,7 +79,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: str = "bce"            # bce (non-saturating), lsgan (least squares) or hinge
-    label_smoothing: float = 0.9  # D's target for real images (one-sided smoothing); 1.0 = off
+    real_label: float = 0.9      # D's target for real images: < 1 is one-sided label smoothing; 1.0 = off
     lr_d: float = 2e-4           # discriminator Adam learning rate (DCGAN paper)
     lr_g: float = 2e-4           # generator Adam learning rate; differ from lr_d for TTUR
     beta1: float = 0.5           # Adam beta1; the paper's 0.5 steadies GAN training vs 0.9
@@ -97,12 +101,14 @@ class TrainConfig:
     eval_samples: int = 1000     # images per evaluation: fits a CPU; FID in papers uses 50,000
     inception_weights: str = ""  # path of pt_inception-2015-12-05-6726825d.pth, for fid/kid/pr
 
+    def __post_init__(self):
+        self.validate()  # model and data were checked when they were made
+
     def validate(self) -> None:
-        self.model.validate()
         if self.loss not in LOSSES:
             raise FaceganError(f"unknown loss '{self.loss}': use one of {', '.join(LOSSES)}")
-        if not 0.0 < self.label_smoothing <= 1.0:
-            raise FaceganError(f"--label-smoothing {self.label_smoothing} is out of range: use (0, 1], 1.0 = off")
+        if not 0.0 < self.real_label <= 1.0:
+            raise FaceganError(f"--real-label {self.real_label} is out of range: use (0, 1], 1.0 = off")
         for name in ("lr_d", "lr_g"):
             if not getattr(self, name) > 0:
                 raise FaceganError(f"--{name.replace('_', '-')} must be positive")
@@ -116,12 +122,12 @@ class TrainConfig:
             raise FaceganError("--max-steps must be 0 (no limit) or positive")
         if self.eval_every < 0 or self.eval_samples < 2:
             raise FaceganError("--eval-every must be 0 (off) or positive, and --eval-samples at least 2")
-        from .metrics.evaluate import parse_metrics
-        if parse_metrics(self.eval_metrics)[0] not in ("swd", "fid", "kid"):
-            raise FaceganError(f"--eval-metrics must start with swd, fid or kid (the metric best.pt follows), "
+        if parse_metrics(self.eval_metrics)[0] not in BEST_CHECKPOINT_METRICS:
+            raise FaceganError(f"--eval-metrics must start with {', '.join(BEST_CHECKPOINT_METRICS)} "
+                               f"(the metric best.pt follows), "
                                f"not '{self.eval_metrics.split(',')[0]}'")
-        if self.amp not in ("auto", "bf16", "off"):
-            raise FaceganError(f"unknown --amp '{self.amp}': use auto, bf16 or off")
+        if self.amp not in AMP_MODES:
+            raise FaceganError(f"unknown --amp '{self.amp}': use {', '.join(AMP_MODES)}")
         if self.data.num_images < 1:
             raise FaceganError("--num-images must be at least 1")
 
@@ -132,7 +138,7 @@ class TrainConfig:
     def from_dict(cls, raw: dict) -> "TrainConfig":
         """Build from nested dicts, naming any unknown key (a typo in a config file) in the error."""
         try:
-            top = {k: v for k, v in raw.items() if k not in ("model", "data")}
+            top = {RENAMED_KEYS.get(k, k): v for k, v in raw.items() if k not in ("model", "data")}
             return cls(model=_build(ModelConfig, raw.get("model", {}), "model"),
                        data=_build(DataConfig, raw.get("data", {}), "data"), **_checked(cls, top, ""))
         except TypeError as exc:

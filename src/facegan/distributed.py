@@ -3,11 +3,14 @@ loop needs. A plain `facegan train` is a world of one and touches none of torch.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .errors import FaceganError
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,27 @@ def barrier(world: World) -> None:
 def shutdown(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def from_rank0(obj, world: World):
+    """Rank 0's `obj` on every rank (a small picklable value, such as the new run folder's name)."""
+    if not world.distributed:
+        return obj
+    shared = [obj]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
+def keep_global_batch(cfg, saved_world: int, world: World, log):
+    """The config with the per-process batch that keeps a resumed run's global batch on this world size.
+
+    Resuming on a different number of processes keeps the global batch, so it is the same run."""
+    if saved_world == world.size:
+        return cfg
+    global_batch = cfg.batch_size * saved_world
+    if global_batch % world.size:
+        raise FaceganError(f"the checkpoint's global batch {global_batch} does not split over {world.size} "
+                           f"processes: resume with a process count that divides it")
+    log(f"resuming a {saved_world}-process run on {world.size}: batch {global_batch // world.size} per process "
+        f"keeps the global batch of {global_batch}")
+    return dataclasses.replace(cfg, batch_size=global_batch // world.size)

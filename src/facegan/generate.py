@@ -47,15 +47,15 @@ def generator_from_state(state: dict, device="cpu") -> tuple[torch.nn.Module, Tr
     return generator.to(device).eval(), cfg
 
 
-def latents(seeds, z_shape) -> torch.Tensor:
-    """(len(seeds), *z_shape) with row i a function of seeds[i] alone."""
-    return torch.stack([torch.randn(*z_shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+def latents(seeds, z_size: int) -> torch.Tensor:
+    """(len(seeds), z_size) with row i a function of seeds[i] alone."""
+    return torch.stack([torch.randn(z_size, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
 @torch.no_grad()
 def generate(generator, seeds, batch_size: int = 64, device="cpu") -> np.ndarray:
     """uint8 (len(seeds), S, S, 3), one face per seed."""
-    z = latents(seeds, generator.config.z_shape)
+    z = latents(seeds, generator.config.z_size)
     parts = [to_uint8(generator(z[i:i + batch_size].to(device))) for i in range(0, len(z), batch_size)]
     return np.concatenate(parts) if parts else np.empty((0,) * 4, np.uint8)
 
@@ -63,8 +63,7 @@ def generate(generator, seeds, batch_size: int = 64, device="cpu") -> np.ndarray
 @torch.no_grad()
 def interpolate(generator, seed_a: int, seed_b: int, steps: int = 8, device="cpu") -> np.ndarray:
     """Faces along the spherical path between two seeds' latents (slerp suits Gaussian z)."""
-    shape = generator.config.z_shape
-    z = latents([seed_a, seed_b], shape).flatten(1)
+    z = latents([seed_a, seed_b], generator.config.z_size)
     a, b = z[0], z[1]
     omega = torch.arccos(torch.clamp(torch.dot(a / a.norm(), b / b.norm()), -1.0, 1.0))
     t = torch.linspace(0.0, 1.0, steps)[:, None]
@@ -72,7 +71,7 @@ def interpolate(generator, seed_a: int, seed_b: int, steps: int = 8, device="cpu
         path = (1 - t) * a + t * b
     else:
         path = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
-    return to_uint8(generator(path.reshape(steps, *shape).to(device)))
+    return to_uint8(generator(path.to(device)))
 
 
 def write_per_seed(images: np.ndarray, seeds, outdir) -> list[Path]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .fileio import atomic_write
+from .metrics.registry import RESULT_TITLES
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -31,10 +32,6 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
     return grid
 
 
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def save_png(image: np.ndarray, path, upscale: int = 1) -> Path:
     """Write a uint8 (H, W, 3) array as PNG, via a temporary file so readers never see half a file."""
     path = Path(path)
@@ -42,9 +39,8 @@ def save_png(image: np.ndarray, path, upscale: int = 1) -> Path:
     picture = Image.fromarray(image)
     if upscale > 1:  # small training images are hard to judge at 1:1
         picture = picture.resize((picture.width * upscale, picture.height * upscale), Image.NEAREST)
-    tmp = _atomic_path(path)
-    picture.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        picture.save(f, format="PNG")
     return path
 
 
@@ -61,30 +57,20 @@ def _pyplot():
     return plt
 
 
-def _read_rows(metrics_path, key: str) -> list[dict]:
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
-    return [r for r in rows if key in r]
-
-
 def _save_figure(fig, out_path) -> Path:
     plt = _pyplot()
     fig.tight_layout()
     out_path = Path(out_path)
-    tmp = _atomic_path(out_path)
-    fig.savefig(tmp, dpi=90, format="png")
+    with atomic_write(out_path, "wb") as f:
+        fig.savefig(f, dpi=90, format="png")
     plt.close(fig)
-    os.replace(tmp, out_path)
     return out_path
 
 
-_EVAL_TITLES = {"swd": "SWD x1e3 (lower is better)", "fid": "FID (lower is better)", "kid": "KID (lower is better)",
-                "msssim": "MS-SSIM between samples (lower = more diverse)", "precision": "precision", "recall": "recall"}
-
-
-def plot_eval(metrics_path, out_path) -> Path | None:
-    """Each evaluated metric against the training step, one panel per metric."""
-    rows = _read_rows(metrics_path, "eval")
-    names = [k for k in ("swd", "fid", "kid", "msssim", "precision", "recall") if any(k in r["eval"] for r in rows)]
+def plot_eval(rows: list[dict], out_path) -> Path | None:
+    """Each evaluated metric against the training step, one panel per metric; `rows` are
+    metrics.jsonl rows holding "eval"."""
+    names = [k for k in RESULT_TITLES if any(k in r["eval"] for r in rows)]
     if not names:
         return None
     plt = _pyplot()
@@ -97,14 +83,13 @@ def plot_eval(metrics_path, out_path) -> Path | None:
             ax.axhline(reals[-1], color="grey", linestyle="--", label="real faces")
             ax.legend()
         ax.set_xlabel("step")
-        ax.set_title(_EVAL_TITLES[name])
+        ax.set_title(RESULT_TITLES[name])
     return _save_figure(fig, out_path)
 
 
-def plot_losses(metrics_path, out_path) -> Path | None:
-    """Plot D and G losses and D's outputs from metrics.jsonl; None when there is nothing yet."""
+def plot_losses(rows: list[dict], out_path) -> Path | None:
+    """D and G losses and D's outputs from metrics.jsonl rows holding "loss_d"; None when there are none."""
     plt = _pyplot()
-    rows = _read_rows(metrics_path, "loss_d")
     if not rows:
         return None
     steps = [r["step"] for r in rows]

@@ -64,10 +64,11 @@ class HingeLoss(GANLoss):
         return -fake_logits.mean()
 
 
-_LOSSES = {"bce": BCELoss, "lsgan": LSGANLoss, "hinge": HingeLoss}
+# The one list of losses: --loss's choices and config validation read it, so a new loss is one entry here.
+LOSSES = {"bce": BCELoss, "lsgan": LSGANLoss, "hinge": HingeLoss}
 
 
-def make_loss(name: str, label_smoothing: float = 1.0) -> GANLoss:
-    if name not in _LOSSES:
-        raise FaceganError(f"unknown loss '{name}': use one of {', '.join(_LOSSES)}")
-    return _LOSSES[name](real_label=label_smoothing)
+def make_loss(name: str, real_label: float = 1.0) -> GANLoss:
+    if name not in LOSSES:
+        raise FaceganError(f"unknown loss '{name}': use one of {', '.join(LOSSES)}")
+    return LOSSES[name](real_label=real_label)

@@ -8,7 +8,6 @@ and the generator mirrors it from z. Default 64x64: 4 layers, 64 -> 32 -> 16 -> 
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import torch
@@ -22,7 +21,6 @@ class Discriminator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        cfg.validate()
         self.config = cfg
         blocks = []
         channels_in, side = 3, cfg.image_size
@@ -57,7 +55,6 @@ class Generator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        cfg.validate()
         self.config = cfg
         top = cfg.conv_dim * 2 ** (cfg.layers - 1)
         # Project z (a 1x1 map) to the smallest feature map with one s0 x s0 transposed convolution.
@@ -86,13 +83,11 @@ class MLPGenerator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        cfg.validate()
         self.config = cfg
         width, size = cfg.conv_dim * 8, cfg.image_size
-        z_length = math.prod(cfg.z_shape)
         self.net = nn.Sequential(
             nn.Flatten(),                                        # (N, z)
-            nn.Linear(z_length, width), nn.ReLU(inplace=True),   # (N, w)
+            nn.Linear(cfg.z_size, width), nn.ReLU(inplace=True),   # (N, w)
             nn.Linear(width, 2 * width), nn.ReLU(inplace=True),  # (N, 2w)
             nn.Linear(2 * width, 4 * width), nn.ReLU(inplace=True),  # (N, 4w)
             nn.Linear(4 * width, 3 * size * size),               # (N, 3*S*S)
@@ -108,7 +103,6 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        cfg.validate()
         self.config = cfg
         width, size = cfg.conv_dim * 8, cfg.image_size
         layers = [nn.Flatten()]                                  # (N, 3*S*S)

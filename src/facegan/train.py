@@ -9,9 +9,7 @@ the same weights bit for bit.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
+import dataclasses
 import time
 from pathlib import Path
 
@@ -21,68 +19,26 @@ from . import checkpoints, distributed
 from .config import TrainConfig
 from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare, summary
+from .device import adam_options, autocast_factory, default_channels_last, resolve_amp, resolve_device
 from .errors import FaceganError
+from .interrupt import StopRequest
 from .images import plot_eval, plot_losses, save_grid, to_uint8
 from .losses import GANLoss, make_loss
 from .models import build_models
 from .monitor import Monitor
+from .runs import RunFolder, new_run, run_of
 
 METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, else mps, else cpu; an explicit device must exist here."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise FaceganError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FaceganError(f"device '{name}' asked for, but this PyTorch sees no CUDA GPU: use --device cpu, "
-                           f"or install a CUDA build of torch (see README)")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise FaceganError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise FaceganError("device 'mps' asked for, but Apple's Metal backend is not available: use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise FaceganError(f"unsupported device '{name}': use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def default_amp(device: torch.device) -> str:
-    """bf16 where the hardware does it natively (CUDA; CPUs with AVX-512 BF16), else fp32.
-
-    On this project's 2-core AVX-512 BF16 CPU, bf16 autocast trained the default model to the same
-    SWD as fp32 in 0.63x the time (README, Speed); on CPUs without native bf16 it would be slower."""
-    if device.type == "cuda":
-        return "bf16"
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-    return "bf16" if device.type == "cpu" and native else "off"
-
-
-def adam_options(device: torch.device) -> dict:
-    """Adam's implementation per device: fused kernels on CUDA, foreach (multi-tensor) elsewhere."""
-    return {"fused": True} if device.type == "cuda" else {"foreach": True}
-
-
-def autocast_factory(device: torch.device, bf16: bool):
-    """A no-argument context-manager factory: bf16 autocast on `device`, or nothing."""
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-
-
 def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torch.Tensor, z: torch.Tensor,
-               autocast=contextlib.nullcontext, discriminator_for_g=None) -> torch.Tensor:
+               autocast=contextlib.nullcontext, discriminator_in_g_step=None) -> torch.Tensor:
     """One DCGAN step: D on real vs detached fake, then G through the updated D.
 
-    `discriminator_for_g` is D as called in the G step; under DDP it is the unwrapped module, since
-    D's gradients are not wanted there and DDP would wait for them. Returns (loss_d, loss_g,
+    `discriminator_in_g_step` is D as called in the G step; under DDP it is the unwrapped module,
+    since D's gradients are not wanted there and DDP would wait for them. Returns (loss_d, loss_g,
     mean D(x), mean D(G(z))) as one detached tensor: no host sync here."""
-    frozen_d = discriminator_for_g if discriminator_for_g is not None else discriminator
+    frozen_d = discriminator_in_g_step if discriminator_in_g_step is not None else discriminator
     with autocast():
         fake = generator(z)
         real_logits = discriminator(real)
@@ -106,57 +62,23 @@ def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torc
                         loss.score(fake_logits.detach().float()).mean()])
 
 
-class _StopRequest:
-    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once (files stay intact)."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        if _in_main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def _in_main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-
 class Trainer:
     """Owns one run: its models, optimisers, random streams, data position and run folder."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, prepared: PreparedData, state: dict | None = None,
                  progress: bool = True, log=print, world: distributed.World = distributed.World(),
                  device: torch.device | None = None):
-        cfg.validate()
         self.world = world
-        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        self.log = log
+        self.run_folder = RunFolder(run_dir)
         self.progress = progress and world.is_main
         self.device = device or resolve_device(cfg.device)
-        if len(prepared.images) < cfg.batch_size * world.size:
-            if state is not None:
-                raise FaceganError(f"the data set has {len(prepared.images)} images, fewer than this run's batch "
-                                   f"size {cfg.batch_size}: resume with the data the run was trained on")
-            log(f"warning: only {len(prepared.images)} images, fewer than the batch of {cfg.batch_size * world.size}; "
-                f"using batch size {len(prepared.images) // world.size} per process")
-            cfg.batch_size = len(prepared.images) // world.size
+        self.cfg = cfg = _fit_batch_to_data(cfg, len(prepared.images), world, resuming=state is not None, log=log)
 
-        channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type in ("cpu", "cuda")
+        channels_last = cfg.channels_last if cfg.channels_last is not None else default_channels_last(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        amp = cfg.amp if cfg.amp != "auto" else default_amp(self.device)
-        self.precision = amp
-        self.autocast = autocast_factory(self.device, amp == "bf16")
+        self.precision = resolve_amp(cfg.amp, self.device)
+        self.autocast = autocast_factory(self.device, self.precision == "bf16")
 
         torch.manual_seed(cfg.seed)
         self.generator, self.discriminator = build_models(cfg.model)
@@ -170,29 +92,18 @@ class Trainer:
         adam = dict(betas=(cfg.beta1, cfg.beta2), **adam_options(self.device))
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, **adam)
-        self.loss = make_loss(cfg.loss, cfg.label_smoothing)
-        # Wrappers (DDP, then torch.compile) are only called; the plain modules are what gets saved,
-        # so checkpoints never carry module. or _orig_mod. prefixes and load in any world size.
-        self.g_call, self.d_call, self.d_call_for_g = self.generator, self.discriminator, self.discriminator
-        if world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_call = DistributedDataParallel(self.generator, device_ids=ids)
-            self.d_call = DistributedDataParallel(self.discriminator, device_ids=ids)
-        if cfg.compile:
-            self.g_call, self.d_call = torch.compile(self.g_call), torch.compile(self.d_call)
-            self.d_call_for_g = torch.compile(self.discriminator) if world.distributed else self.d_call
+        self.loss = make_loss(cfg.loss, cfg.real_label)
+        self._wrap_for_step()
 
         self.noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # z and flips, in step order
-        self.fixed_z = torch.randn(cfg.num_samples, *cfg.model.z_shape,
+        self.fixed_z = torch.randn(cfg.num_samples, cfg.model.z_size,
                                    generator=torch.Generator().manual_seed(cfg.seed + 2)).to(self.device)
         self.batches = BatchSource(prepared.images, cfg.batch_size, self.device, cfg.seed, cfg.data.flip,
                                    self.memory_format, rank=world.rank, world_size=world.size)
         if self.batches.steps_per_epoch < 1:
             raise FaceganError("the data set is too small for one batch: add images or lower --batch-size")
         self.prepared = prepared
-        self.monitor = Monitor(cfg.loss, cfg.label_smoothing)
+        self.monitor = Monitor(cfg.loss, cfg.real_label)
         self.best: dict | None = None  # {"metric", "value", "step"} of checkpoints/best.pt
         self._reals_diversity: float | None = None  # MS-SSIM among real faces, the collapse check's yardstick
         self.step = self.epoch = self.step_in_epoch = 0
@@ -200,8 +111,32 @@ class Trainer:
             self._restore(state)
         if world.distributed:  # dropout masks differ per rank, reproducibly from (seed, rank, step)
             torch.manual_seed(cfg.seed * 100_003 + world.rank * 1_009 + self.step)
-        self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.checkpoint_dir = self.run_dir / "checkpoints"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run_folder.path
+
+    def _wrap_for_step(self) -> None:
+        """The callables the step uses: DDP, then torch.compile, around the plain modules.
+
+        Only the plain modules are saved, so checkpoints never carry module. or _orig_mod. prefixes
+        and load in any world size."""
+        generator, discriminator = self.generator, self.discriminator
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            generator = DistributedDataParallel(self.generator, device_ids=ids)
+            discriminator = DistributedDataParallel(self.discriminator, device_ids=ids)
+        # In the G step D's gradients are not wanted; under DDP the plain module avoids a gradient sync.
+        discriminator_in_g_step = self.discriminator if self.world.distributed else discriminator
+        if self.cfg.compile:
+            compiled_d = torch.compile(discriminator)
+            generator = torch.compile(generator)
+            discriminator_in_g_step = torch.compile(self.discriminator) if self.world.distributed else compiled_d
+            discriminator = compiled_d
+        self.step_generator, self.step_discriminator = generator, discriminator
+        self.step_discriminator_in_g_step = discriminator_in_g_step
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -232,18 +167,10 @@ class Trainer:
                                "resume with the data the run was trained on")
 
     def save_checkpoint(self, end_of_epoch: bool) -> Path:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        last = checkpoints.atomic_save(self.state_dict(), self.checkpoint_dir / "last.pt")
-        if end_of_epoch:
-            numbered = self.checkpoint_dir / f"epoch-{self.epoch:04d}.pt"
-            tmp = numbered.with_name(f".{numbered.name}.tmp{os.getpid()}")
-            tmp.unlink(missing_ok=True)
-            os.link(last, tmp)  # a second name for the same bytes: no second write
-            os.replace(tmp, numbered)
-            checkpoints.prune_epoch_checkpoints(self.checkpoint_dir, self.cfg.keep_checkpoints)
-        checkpoints.atomic_save({"format": checkpoints.GENERATOR_SNAPSHOT, "config": self.cfg.to_dict(),
-                                 "generator": self.generator.state_dict(), "step": self.step,
-                                 "epoch": self.epoch}, self.run_dir / "generator.pt")
+        """last.pt (and epoch-NNNN.pt at an epoch's end), then the generator snapshot."""
+        last = self.run_folder.save_training_state(self.state_dict(), self.epoch if end_of_epoch else None,
+                                                   keep=self.cfg.keep_checkpoints)
+        self.run_folder.save_snapshot(checkpoints.generator_snapshot(self.generator, self.cfg, self.step, self.epoch))
         return last
 
     # --- outputs ----------------------------------------------------------------------------
@@ -255,28 +182,31 @@ class Trainer:
         self.generator.train()
         return images
 
-    def write_samples(self, name: str) -> Path:
-        return save_grid(self._fixed_samples(), self.run_dir / "samples" / f"{name}.png")
-
-    def write_samples_and_check(self, name: str) -> Path:
-        """The progress grid, plus the diversity check on the same fixed-z samples."""
-        from .metrics.msssim import diversity
-
+    def write_samples(self, name: str, check_diversity: bool = False) -> Path:
+        """The progress grid; with `check_diversity`, also the collapse check on the same samples."""
         samples = self._fixed_samples()
-        path = save_grid(samples, self.run_dir / "samples" / f"{name}.png")
-        if len(samples) >= 2:
+        path = save_grid(samples, self.run_folder.samples_png(name))
+        if check_diversity and len(samples) >= 2:
+            from .metrics.msssim import diversity
+
             if self._reals_diversity is None:
                 self._reals_diversity = diversity(self._first_reals(len(samples)), pairs=256)
             value = diversity(samples, pairs=256)
-            self._append_metrics({"step": self.step, "samples_msssim": round(value, 4),
-                                  "reals_msssim": round(self._reals_diversity, 4)})
+            self.run_folder.append_metrics({"step": self.step, "samples_msssim": round(value, 4),
+                                            "reals_msssim": round(self._reals_diversity, 4)})
             self._alert(self.monitor.check_diversity(value, self._reals_diversity, self.step))
         return path
+
+    def _save_progress(self, sample_name: str, end_of_epoch: bool) -> None:
+        """What a person looks at and what resume needs, at an epoch's end or a mid-epoch stop."""
+        self.write_samples(sample_name, check_diversity=end_of_epoch)
+        self.save_checkpoint(end_of_epoch)
+        plot_losses(self.run_folder.read_metrics("loss_d"), self.run_folder.losses_png)
 
     def _alert(self, messages) -> None:
         for message in messages:
             self.log(f"warning: {message}")
-            self._append_metrics({"step": self.step, "alert": message})
+            self.run_folder.append_metrics({"step": self.step, "alert": message})
 
     def evaluate(self) -> dict:
         """Metrics on eval_samples images; keeps checkpoints/best.pt at the best primary metric."""
@@ -285,13 +215,12 @@ class Trainer:
         metrics = parse_metrics(self.cfg.eval_metrics)
         results = evaluate(self.generator, self.prepared, metrics, self.cfg.eval_samples, self.device,
                            self.cfg.inception_weights or None)
-        self._append_metrics({"step": self.step, "eval": results, "time": round(time.time(), 3)})
+        self.run_folder.append_metrics({"step": self.step, "eval": results, "time": round(time.time(), 3)})
         primary = metrics[0]
         if self.best is None or results[primary] < self.best["value"]:
             self.best = {"metric": primary, "value": results[primary], "step": self.step}
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            checkpoints.atomic_save(self.state_dict(), self.checkpoint_dir / "best.pt")
-        plot_eval(self.metrics_path, self.run_dir / "eval.png")
+            self.run_folder.save_best(self.state_dict())
+        plot_eval(self.run_folder.read_metrics("eval"), self.run_folder.eval_png)
         self.log(f"step {self.step}: " + ", ".join(f"{k} {results[k]}" for k in metrics if k in results)
                  + f" (best {self.best['metric']} {self.best['value']} at step {self.best['step']})")
         return results
@@ -302,22 +231,7 @@ class Trainer:
         return self.batches.images.index_select(0, first).cpu().numpy()
 
     def write_reals(self) -> Path:
-        return save_grid(self._first_reals(self.cfg.num_samples), self.run_dir / "reals.png")
-
-    def _append_metrics(self, row: dict) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def _drop_metrics_after(self, step: int) -> None:
-        """On resume, forget lines logged after the checkpoint (a crash can leave some)."""
-        if not self.metrics_path.exists():
-            return
-        lines = self.metrics_path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        if len(kept) != len(lines):
-            tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.metrics_path)
+        return save_grid(self._first_reals(self.cfg.num_samples), self.run_folder.reals_png)
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
@@ -331,21 +245,21 @@ class Trainer:
             if self.step == 0:
                 self.write_reals()
             else:
-                self._drop_metrics_after(self.step)
+                self.run_folder.drop_metrics_after(self.step)
         from tqdm import tqdm
 
         window, window_steps, window_start = torch.zeros(len(METRIC_NAMES), device=self.device), 0, time.perf_counter()
         stopped = "complete"
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             while self.epoch < cfg.epochs:
                 bar = tqdm(total=per_epoch, initial=self.step_in_epoch, disable=not self.progress,
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
                 for real in self.batches.epoch(self.epoch, self.noise, start_step=self.step_in_epoch):
                     # z for the whole global batch, this rank's slice: one noise stream for any world size.
-                    z = torch.randn(len(real) * self.world.size, *cfg.model.z_shape, device=self.device,
+                    z = torch.randn(len(real) * self.world.size, cfg.model.z_size, device=self.device,
                                     generator=self.noise)[self.world.rank::self.world.size]
-                    window += train_step(self.g_call, self.d_call, self.opt_g, self.opt_d, self.loss, real, z,
-                                         self.autocast, self.d_call_for_g)
+                    window += train_step(self.step_generator, self.step_discriminator, self.opt_g, self.opt_d,
+                                         self.loss, real, z, self.autocast, self.step_discriminator_in_g_step)
                     window_steps += 1
                     self.step += 1
                     self.step_in_epoch += 1
@@ -368,10 +282,7 @@ class Trainer:
                 if self.step_in_epoch == per_epoch:
                     self.epoch, self.step_in_epoch = self.epoch + 1, 0
                     if self.world.is_main:
-                        self.write_samples_and_check(f"epoch-{self.epoch:04d}")
-                        self.save_checkpoint(end_of_epoch=True)
-                        if self.metrics_path.exists():
-                            plot_losses(self.metrics_path, self.run_dir / "losses.png")
+                        self._save_progress(f"epoch-{self.epoch:04d}", end_of_epoch=True)
                     self.log(f"epoch {self.epoch}/{cfg.epochs} done at step {self.step}")
                 stop_now = distributed.any_rank(stop.requested, self.world, self.device)
                 if stop_now or (cfg.max_steps and self.step >= cfg.max_steps):
@@ -381,10 +292,7 @@ class Trainer:
             if window_steps:
                 self._log_window(window, window_steps, window_start)
             if self.world.is_main:
-                self.write_samples(f"step-{self.step:07d}")
-                self.save_checkpoint(end_of_epoch=False)
-                if self.metrics_path.exists():
-                    plot_losses(self.metrics_path, self.run_dir / "losses.png")
+                self._save_progress(f"step-{self.step:07d}", end_of_epoch=False)
         if self.world.distributed:
             agree = distributed.parameters_agree([self.generator, self.discriminator], self.world, self.device)
             self.log(f"parameters identical across {self.world.size} ranks" if agree else
@@ -402,7 +310,7 @@ class Trainer:
                "images_per_s": round(images / max(time.perf_counter() - started, 1e-9), 1),
                "time": round(time.time(), 3)}
         if self.world.is_main:
-            self._append_metrics(row)
+            self.run_folder.append_metrics(row)
             self._alert(self.monitor.check_losses(row))
         return row
 
@@ -414,8 +322,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
     For resume, `cfg` must already be the checkpoint's config with any allowed changes applied
     (config.resume_config does that); `state` may pass the checkpoint already loaded. Under
     torchrun every process calls this; rank 0 writes. Returns the run folder."""
-    # Everything that can be wrong with the input is checked before a run folder exists.
-    cfg.validate()
+    # Everything that can be wrong with the input was checked when cfg was made, before a run folder exists.
     world, device = distributed.init(resolve_device(cfg.device))
     if not world.is_main:
         log = _silent
@@ -423,7 +330,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         if resume_from is not None and state is None:
             state = checkpoints.load(resume_from)
         if state is not None:
-            _fit_batch_to_world(cfg, state.get("world_size", 1), world, log)
+            cfg = distributed.keep_global_batch(cfg, state.get("world_size", 1), world, log)
         if not world.is_main:
             distributed.barrier(world)  # rank 0 builds the data cache; the others then reuse it
         prepared = prepare(cfg.data, cfg.model.image_size, cache_dir=cache_dir, progress=progress and world.is_main)
@@ -433,8 +340,8 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         run_dir = _shared_run_dir(cfg, out, resume_from, world)
         trainer = Trainer(cfg, run_dir, prepared, state=state, progress=progress, log=log, world=world, device=device)
         if world.is_main:
-            (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict(), indent=2) + "\n")
-        log(f"run folder: {run_dir}" + (f" ({world.size} processes, global batch {cfg.batch_size * world.size})"
+            trainer.run_folder.write_config(trainer.cfg.to_dict())
+        log(f"run folder: {run_dir}" + (f" ({world.size} processes, global batch {trainer.cfg.batch_size * world.size})"
                                         if world.distributed else ""))
         log(f"device {trainer.device}, precision {'bf16 autocast' if trainer.precision == 'bf16' else 'fp32'}"
             + (" (--amp auto)" if cfg.amp == "auto" else ""))
@@ -450,29 +357,24 @@ def _silent(*args, **kwargs):
     pass
 
 
-def _fit_batch_to_world(cfg: TrainConfig, saved_world: int, world: distributed.World, log) -> None:
-    """Resuming on a different number of processes keeps the global batch, so it is the same run."""
-    if saved_world == world.size:
-        return
-    global_batch = cfg.batch_size * saved_world
-    if global_batch % world.size:
-        raise FaceganError(f"the checkpoint's global batch {global_batch} does not split over {world.size} "
-                           f"processes: resume with a process count that divides it")
-    cfg.batch_size = global_batch // world.size
-    log(f"resuming a {saved_world}-process run on {world.size}: batch {cfg.batch_size} per process "
-        f"keeps the global batch of {global_batch}")
+def _fit_batch_to_data(cfg: TrainConfig, num_images: int, world: distributed.World, resuming: bool, log) -> TrainConfig:
+    """A data set smaller than one global batch trains with the largest batch it fills (new runs only)."""
+    if num_images >= cfg.batch_size * world.size:
+        return cfg
+    if resuming:
+        raise FaceganError(f"the data set has {num_images} images, fewer than this run's batch "
+                           f"size {cfg.batch_size}: resume with the data the run was trained on")
+    log(f"warning: only {num_images} images, fewer than the batch of {cfg.batch_size * world.size}; "
+        f"using batch size {num_images // world.size} per process")
+    return dataclasses.replace(cfg, batch_size=max(1, num_images // world.size))
 
 
 def _shared_run_dir(cfg: TrainConfig, out, resume_from, world: distributed.World) -> Path:
     """The run folder: rank 0 creates a new one and tells the others its name."""
     if resume_from is not None:
-        return checkpoints.run_dir_of(resume_from)
+        return run_of(resume_from).path
     name = None
     if world.is_main:
         source_name = Path(cfg.data.source).stem if cfg.data.source != "faces" else "faces"
-        name = str(checkpoints.new_run_dir(out, f"{source_name}{cfg.model.image_size}"))
-    if world.distributed:
-        shared = [name]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        name = shared[0]
-    return Path(name)
+        name = str(new_run(out, f"{source_name}{cfg.model.image_size}").path)
+    return Path(distributed.from_rank0(name, world))

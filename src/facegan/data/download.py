@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FaceganError
+from ..fileio import write_text_atomic
+from ..paths import cache_root
 
 GDRIVE_URL = "https://drive.google.com/uc?export=download&id={id}"
 _CHUNK = 1 << 20
@@ -62,7 +64,6 @@ DATASETS = {
 
 
 def registry_path() -> Path:
-    from .prepare import cache_root
     return cache_root() / "datasets.json"
 
 
@@ -83,9 +84,7 @@ def _register(name: str, folder: Path) -> None:
     except (OSError, ValueError):
         known = {}
     known[name] = str(folder)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(known, indent=1))
 
 
 def download(name: str, dest, url: str | None = None, progress: bool = True, log=print) -> Path:

@@ -23,17 +23,14 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import FaceganError
+from ..fileio import temp_path, write_text_atomic
+from ..paths import cache_root
 from . import synthetic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CACHE_FORMAT = 1  # bump when decoding or the file layout changes
 _PARALLEL_MIN_ITEMS = 4000  # below this, worker start-up costs more than it saves
 _CHUNK = 256
-
-
-def cache_root() -> Path:
-    """Where prepared data lives: $FACEGAN_CACHE, else ~/.cache/facegan."""
-    return Path(os.environ.get("FACEGAN_CACHE") or Path.home() / ".cache" / "facegan")
 
 
 @dataclass
@@ -196,7 +193,7 @@ def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = 
 
     started = time.perf_counter()
     frame = image_size * image_size * 3
-    tmp_path = array_path.with_name(array_path.name + f".tmp{os.getpid()}")
+    tmp_path = temp_path(array_path)
     written = skipped = 0
     chunks = [source.items[i:i + _CHUNK] for i in range(0, len(source.items), _CHUNK)]
     args = (source.kind, source.location)
@@ -234,9 +231,7 @@ def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = 
             "bytes": written * frame, "checksum": _checksum(array_path),
             "seconds": round(time.perf_counter() - started, 2),
         }
-        tmp_record = record_path.with_name(record_path.name + f".tmp{os.getpid()}")
-        tmp_record.write_text(json.dumps(record, indent=1))
-        os.replace(tmp_record, record_path)  # the commit point: only now is the cache valid
+        write_text_atomic(record_path, json.dumps(record, indent=1))  # the commit point: only now is the cache valid
     finally:
         bar.close()
         tmp_path.unlink(missing_ok=True)

@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import FaceganError
+from ..fileio import atomic_write
 from ..generate import generate
+from ..paths import cache_root
 from .msssim import diversity
+from .registry import INCEPTION_METRICS, parse_metrics  # noqa: F401  (parse_metrics: the public name here too)
 from .swd import swd
-
-METRICS = ("swd", "msssim", "fid", "kid", "pr")
-INCEPTION_METRICS = {"fid", "kid", "pr"}
-
-
-def parse_metrics(text: str) -> list[str]:
-    chosen = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METRICS]
-    if unknown or not chosen:
-        raise FaceganError(f"unknown metric(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(METRICS)}")
-    return chosen
-
 
 def real_subset(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
     """A fixed random subset of the prepared images (sorted reads keep the memory map sequential)."""
@@ -47,8 +36,6 @@ def inception_features(model, images: np.ndarray, device, batch_size: int = 50) 
 
 
 def stats_path(dataset_file: Path, settings: dict, cache_dir=None) -> Path:
-    from ..data.prepare import cache_root
-
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cache_dir or cache_root()) / "stats" / f"{Path(dataset_file).stem}-{key}.npz"
 
@@ -63,9 +50,8 @@ def _cached(path: Path, compute) -> dict:
             pass  # a damaged cache file is recomputed
     values = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **values)
-    os.replace(tmp, path)
+    with atomic_write(path, mode=None, suffix=".npz") as tmp:
+        np.savez(tmp, **values)
     return values
 
 

@@ -10,7 +10,6 @@ ignores padding in the A, C and E blocks, and max pooling in the last E block. O
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FaceganError
+from ..paths import torch_hub_checkpoints
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_NAME}"
@@ -187,7 +187,7 @@ def find_weights(explicit=None) -> Path | None:
         if not path.is_file():
             raise FaceganError(f"Inception weights {path} do not exist: pass the path of {WEIGHTS_NAME}")
         return path
-    hub = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch") / "hub" / "checkpoints" / WEIGHTS_NAME
+    hub = torch_hub_checkpoints() / WEIGHTS_NAME
     return hub if hub.is_file() else None
 
 
@@ -196,7 +196,7 @@ def load_inception(weights=None, device="cpu", download: bool = True) -> FIDInce
     download from the standard URL into that cache; offline, a message saying where to put the file."""
     path = find_weights(weights)
     if path is None and download:
-        hub_dir = Path(os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch") / "hub" / "checkpoints"
+        hub_dir = torch_hub_checkpoints()
         hub_dir.mkdir(parents=True, exist_ok=True)
         from ..data.download import fetch
         try:

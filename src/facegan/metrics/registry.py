@@ -1,0 +1,33 @@
+"""The one list of metric names: what --eval-metrics and `facegan evaluate --metrics` accept, which
+need the Inception weights, which can pick checkpoints/best.pt, and how each result is titled.
+Imports nothing of facegan's but errors, so config.py can validate against it without a cycle."""
+
+from __future__ import annotations
+
+from ..errors import FaceganError
+
+# name -> what it measures (shown in --help)
+METRICS = {
+    "swd": "sliced Wasserstein distance of Laplacian-pyramid patches, x1e3 (no download)",
+    "msssim": "MS-SSIM between random pairs of samples: diversity (no download)",
+    "fid": "Frechet Inception distance (needs the Inception weights)",
+    "kid": "kernel Inception distance (needs the Inception weights)",
+    "pr": "precision and recall in Inception space (needs the Inception weights)",
+}
+INCEPTION_METRICS = frozenset({"fid", "kid", "pr"})
+BEST_CHECKPOINT_METRICS = ("swd", "fid", "kid")  # lower is better: what checkpoints/best.pt can follow
+
+# result key in an evaluation -> plot title ("pr" reports two keys)
+RESULT_TITLES = {
+    "swd": "SWD x1e3 (lower is better)", "fid": "FID (lower is better)", "kid": "KID (lower is better)",
+    "msssim": "MS-SSIM between samples (lower = more diverse)", "precision": "precision", "recall": "recall",
+}
+
+
+def parse_metrics(text: str) -> list[str]:
+    """'swd, fid' -> ['swd', 'fid']; an unknown or empty list is one clear error."""
+    chosen = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown or not chosen:
+        raise FaceganError(f"unknown metric(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(METRICS)}")
+    return chosen

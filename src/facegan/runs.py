@@ -1,0 +1,166 @@
+"""The one owner of a run folder's layout: its file names, metrics.jsonl, its checkpoint files, and
+finding runs. Nothing else in facegan spells a run-folder file name.
+
+    runs/NNNNN-<data><size>/
+        config.json        the resolved TrainConfig
+        metrics.jsonl      one JSON row per log window, evaluation, diversity check or alert
+        reals.png          the first training images, beside which samples are judged
+        samples/NAME.png   fixed-z progress grids (epoch-NNNN, step-NNNNNNN)
+        losses.png eval.png
+        generator.pt       light generator snapshot: what generate/evaluate read
+        checkpoints/       last.pt, epoch-NNNN.pt (the newest few), best.pt: full training states
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from . import checkpoints
+from .errors import FaceganError
+from .fileio import temp_path, write_text_atomic
+
+_RUN_NAME = re.compile(r"^(\d{5})-")
+
+
+class RunFolder:
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # --- file names -------------------------------------------------------------------------
+    config_json = property(lambda self: self.path / "config.json")
+    metrics_jsonl = property(lambda self: self.path / "metrics.jsonl")
+    reals_png = property(lambda self: self.path / "reals.png")
+    losses_png = property(lambda self: self.path / "losses.png")
+    eval_png = property(lambda self: self.path / "eval.png")
+    generator_pt = property(lambda self: self.path / "generator.pt")
+    checkpoint_dir = property(lambda self: self.path / "checkpoints")
+    last_pt = property(lambda self: self.checkpoint_dir / "last.pt")
+    best_pt = property(lambda self: self.checkpoint_dir / "best.pt")
+
+    def samples_png(self, name: str) -> Path:
+        return self.path / "samples" / f"{name}.png"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoint_dir / f"epoch-{epoch:04d}.pt"
+
+    # --- config and metrics -----------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        write_text_atomic(self.config_json, json.dumps(config, indent=2) + "\n")
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics_jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def read_metrics(self, key: str | None = None) -> list[dict]:
+        """The rows of metrics.jsonl (those holding `key`, if given); a torn last line is skipped."""
+        if not self.metrics_jsonl.exists():
+            return []
+        rows = []
+        for line in self.metrics_jsonl.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a write cut short by a kill; the rows before it are intact
+        return [r for r in rows if key is None or key in r]
+
+    def drop_metrics_after(self, step: int) -> None:
+        """On resume, forget rows logged after the checkpoint (a crash can leave some)."""
+        if not self.metrics_jsonl.exists():
+            return
+        lines = self.metrics_jsonl.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except ValueError:
+                pass  # a torn line from a kill mid-write
+        if len(kept) != len(lines):
+            write_text_atomic(self.metrics_jsonl, "".join(line + "\n" for line in kept))
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def save_training_state(self, state: dict, epoch: int | None = None, keep: int = 3) -> Path:
+        """checkpoints/last.pt; at an epoch end also epoch-NNNN.pt, keeping the newest `keep`."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        last = checkpoints.atomic_save(state, self.last_pt)
+        if epoch is not None:
+            numbered = self.epoch_checkpoint(epoch)
+            tmp = temp_path(numbered)
+            tmp.unlink(missing_ok=True)
+            os.link(last, tmp)  # a second name for the same bytes: no second write
+            os.replace(tmp, numbered)
+            self._prune_epoch_checkpoints(keep)
+        return last
+
+    def save_best(self, state: dict) -> Path:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return checkpoints.atomic_save(state, self.best_pt)
+
+    def save_snapshot(self, snapshot: dict) -> Path:
+        return checkpoints.atomic_save(snapshot, self.generator_pt)
+
+    def _prune_epoch_checkpoints(self, keep: int) -> None:
+        epochs = sorted(self.checkpoint_dir.glob("epoch-*.pt"))
+        for old in epochs[:-keep] if keep > 0 else epochs:
+            old.unlink(missing_ok=True)
+
+
+def new_run(root, name: str) -> RunFolder:
+    """Create root/NNNNN-name with the next free number (stylegan2-ada's layout)."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        numbers = [int(m.group(1)) for p in root.iterdir() if (m := _RUN_NAME.match(p.name))]
+        run = root / f"{max(numbers, default=-1) + 1:05d}-{name}"
+        run.mkdir()
+        probe = run / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise FaceganError(f"cannot write to output folder {root} ({exc.strerror}): "
+                           f"pass --out with a folder you can write to") from None
+    return RunFolder(run)
+
+
+def latest_run(root) -> RunFolder:
+    """The highest-numbered run under root that has a checkpoint."""
+    root = Path(root)
+    runs = sorted((p for p in root.iterdir() if _RUN_NAME.match(p.name) and RunFolder(p).last_pt.is_file()),
+                  key=lambda p: p.name) if root.is_dir() else []
+    if not runs:
+        raise FaceganError(f"no run with a checkpoint under {root}/: train one first with 'facegan train', "
+                           f"or pass a run folder or checkpoint file")
+    return RunFolder(runs[-1])
+
+
+def resolve_checkpoint(target, root, prefer: str = "last") -> Path:
+    """A run folder, a checkpoint file, 'latest' or None -> a checkpoint file.
+
+    prefer="last" picks the full training state; "generator" picks the light snapshot when there is one."""
+    if target in (None, "latest"):
+        run = latest_run(root)
+    else:
+        target = Path(target)
+        if target.is_file():
+            return target
+        if not target.exists():
+            raise FaceganError(f"{target} does not exist: pass a run folder, a checkpoint file, or 'latest'")
+        run = RunFolder(target.parent if target.name == "checkpoints" else target)
+    candidates = ([run.generator_pt] if prefer == "generator" else []) + [run.last_pt]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FaceganError(f"{run.path} has no checkpoint yet (no checkpoints/last.pt): train first, "
+                       f"or pass a checkpoint file")
+
+
+def run_of(checkpoint) -> RunFolder:
+    """The run folder a checkpoint file belongs to."""
+    checkpoint = Path(checkpoint).resolve()
+    return RunFolder(checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent)
