@@ -151,3 +151,22 @@ def test_evaluate_command_and_evaluation_during_training(tmp_path, capsys, monke
     assert last["eval"]["num_samples"] == 16 and last["step"] == 6
     assert "pt_inception-2015-12-05-6726825d.pth" in bad(capsys, "evaluate", run, "--metrics", "fid")
     assert "unknown metric" in bad(capsys, "evaluate", run, "--metrics", "is")
+
+
+def test_old_label_smoothing_name_still_works_on_the_command_line_and_in_config_files(tmp_path):
+    from facegan.config import TrainConfig
+
+    assert TrainConfig.from_dict({"label_smoothing": 0.8}).real_label == 0.8  # a config.json from before the rename
+    runs = tmp_path / "runs"
+    assert run_cli("train", *TINY, "--max-steps", "1", "--label-smoothing", "0.7", "--out", runs) == 0
+    (run,) = runs.iterdir()
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["real_label"] == 0.7 and "label_smoothing" not in saved
+    assert saved["instance_noise"] == 0.5 and saved["instance_noise_steps"] == 500  # the new defaults are recorded
+
+
+def test_help_shows_config_defaults_and_registry_choices(capsys):
+    assert run_cli("train", "--help") == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{bce,lsgan,hinge}" in text and "{32,64,128}" in text
+    assert "GAN loss (default: bce)" in text and "(default: 0.5)" in text and "(default: 500)" in text

@@ -128,3 +128,43 @@ def test_a_save_that_crashes_leaves_the_previous_checkpoint_intact(tmp_path, mon
         checkpoints.atomic_save({"x": 1}, last)
     assert last.read_bytes() == before
     assert [p.name for p in last.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_instance_noise_reaches_every_discriminator_input_and_fades(tmp_path):
+    from torch import nn
+
+    from facegan.losses import make_loss
+    from facegan.train import train_step
+
+    seen = []
+
+    class RecordingD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return (x.flatten(1).mean(1) * self.w)
+
+    generator = nn.Sequential(nn.Linear(4, 12), nn.Unflatten(1, (3, 2, 2)))
+    d = RecordingD()
+    real, z = torch.zeros(2, 3, 2, 2), torch.randn(2, 4)
+    real_noise, fake_noise = torch.full_like(real, 0.5), torch.full_like(real, -0.25)
+    opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.0)  # noqa: E731  (weights stay put: inputs are comparable)
+    train_step(generator, d, opt(generator), opt(d), make_loss("bce"), real, z, input_noise=(real_noise, fake_noise))
+    fake = generator(z).detach()
+    assert torch.equal(seen[0], real + 0.5)              # D step, reals
+    assert torch.allclose(seen[1], fake - 0.25)          # D step, fakes
+    assert torch.allclose(seen[2], fake - 0.25)          # G step: the same noisy view of the fakes
+
+    cfg = tiny_config(instance_noise=0.3, instance_noise_steps=10)
+    prepared = PreparedData(np.zeros((32, 32, 32, 3), np.uint8), {}, tmp_path / "x.u8", reused=False)
+    trainer = Trainer(cfg, tmp_path / "run", prepared, progress=False, log=lambda *a: None)
+    batch = torch.zeros(16, 3, 32, 32)
+    stds = []
+    for step in (0, 5, 10):
+        trainer.step = step
+        noise = trainer._instance_noise(batch)
+        stds.append(None if noise is None else round(torch.cat(noise).std().item(), 2))
+    assert stds == [0.3, 0.15, None]

@@ -67,6 +67,11 @@ _TRAIN_OPTIONS = {
     "--loss": ("loss", dict(choices=tuple(LOSSES), help="GAN loss")),
     "--real-label": ("real_label", dict(type=float, help="D's target for real images (one-sided label "
                                                          "smoothing); 1.0 = off; --label-smoothing is the old name")),
+    "--instance-noise": ("instance_noise", dict(type=float, metavar="STD",
+                                                help="std of the Gaussian noise added to D's real and fake inputs "
+                                                     "at the start (in [-1, 1] pixel units); 0 = off")),
+    "--instance-noise-steps": ("instance_noise_steps", dict(type=_non_negative_int, metavar="N",
+                                                            help="steps over which that noise fades linearly to 0")),
     "--seed": ("seed", dict(type=_non_negative_int, help="random seed for the whole run")),
     "--device": ("device", dict(help="auto, cpu, cuda, cuda:N or mps")),
     "--log-every": ("log_every", dict(type=_positive_int, help="steps between metrics lines")),

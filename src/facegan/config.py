@@ -82,6 +82,8 @@ class TrainConfig:
     real_label: float = 0.9      # D's target for real images: < 1 is one-sided label smoothing; 1.0 = off
     lr_d: float = 2e-4           # discriminator Adam learning rate (DCGAN paper)
     lr_g: float = 2e-4           # generator Adam learning rate; differ from lr_d for TTUR
+    instance_noise: float = 0.5  # std of Gaussian noise on D's real and fake inputs at step 0 (pixels in [-1, 1]); 0 = off
+    instance_noise_steps: int = 500  # steps over which that std falls linearly to 0 (README: "Leaving mode collapse")
     beta1: float = 0.5           # Adam beta1; the paper's 0.5 steadies GAN training vs 0.9
     beta2: float = 0.999         # Adam beta2
     batch_size: int = 64         # images per step per process; the global batch is this x world size
@@ -112,6 +114,9 @@ class TrainConfig:
         for name in ("lr_d", "lr_g"):
             if not getattr(self, name) > 0:
                 raise FaceganError(f"--{name.replace('_', '-')} must be positive")
+        if not 0.0 <= self.instance_noise <= 2.0 or self.instance_noise_steps < 0:
+            raise FaceganError(f"--instance-noise {self.instance_noise} must be in [0, 2] (a std in [-1, 1] pixel "
+                               f"units) and --instance-noise-steps 0 or more")
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise FaceganError(f"--{name} must be in [0, 1)")

@@ -13,13 +13,23 @@ def d_loss_floor(loss: str, real_label: float) -> float:
     return 0.0
 
 
+# Samples whose MS-SSIM is this far above the real faces' are "far more alike than real faces".
+COLLAPSE_MARGIN = 0.2
+# What to try when the generator never leaves collapse (see README, "Mode collapse").
+COLLAPSE_REMEDIES = ("more instance noise for longer (--instance-noise 0.8 --instance-noise-steps 2000), "
+                     "or a lower --lr-d than --lr-g")
+
+
 class Monitor:
-    def __init__(self, loss: str, real_label: float, repeat_after: int = 10):
+    def __init__(self, loss: str, real_label: float, repeat_after: int = 10, collapse_patience: int = 2):
         self.floor = d_loss_floor(loss, real_label)
         self.repeat_after = repeat_after  # log windows before the same alert is raised again
+        self.collapse_patience = collapse_patience  # diversity checks in collapse from the start before an alert
         self._quiet_until: dict[str, int] = {}
         self._window = 0
         self.previous_diversity: float | None = None
+        self._checks_in_collapse = 0  # consecutive diversity checks in the collapse band, from the start
+        self._ever_diverse = False
 
     def _once(self, kind: str, message: str) -> list[str]:
         if self._window < self._quiet_until.get(kind, 0):
@@ -39,14 +49,25 @@ class Monitor:
         return []
 
     def check_diversity(self, samples_msssim: float, reals_msssim: float, step: int) -> list[str]:
-        """Samples far more alike than real faces, and getting more so: likely mode collapse.
+        """Mode collapse, in either of its two forms:
 
-        A fresh generator's samples are all alike too; only diversity that existed and was then
-        lost (a sharp rise since the previous check) counts."""
+        - lost: samples far more alike than real faces and getting more so (a sharp rise since the
+          previous check) after they had been diverse;
+        - never left: samples far more alike than real faces at every check so far, more than
+          `collapse_patience` of them. A fresh generator's samples are all alike, so a few such
+          checks say nothing (a 64x64 run is still leaving collapse at its second epoch); a
+          generator still there after more is stuck, not slow."""
         previous, self.previous_diversity = self.previous_diversity, samples_msssim
+        in_collapse = samples_msssim > reals_msssim + COLLAPSE_MARGIN
+        self._ever_diverse = self._ever_diverse or not in_collapse
+        self._checks_in_collapse = self._checks_in_collapse + 1 if in_collapse else 0
         rising = previous is not None and samples_msssim - previous > 0.1
-        if samples_msssim > reals_msssim + 0.2 and rising:
+        if in_collapse and rising and self._ever_diverse:
             return self._once("collapse", f"samples are losing diversity at step {step} (MS-SSIM {samples_msssim:.2f} "
                                           f"vs {reals_msssim:.2f} for real faces): possible mode collapse; compare "
                                           f"the sample grids, and consider resuming an earlier checkpoint")
+        if not self._ever_diverse and self._checks_in_collapse == self.collapse_patience + 1:
+            return [f"samples have been far more alike than real faces since the start ({self._checks_in_collapse} "
+                    f"checks, now MS-SSIM {samples_msssim:.2f} vs {reals_msssim:.2f} at step {step}): the generator "
+                    f"has not left mode collapse; look at the sample grids, and try {COLLAPSE_REMEDIES}"]
         return []

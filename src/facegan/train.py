@@ -32,17 +32,20 @@ METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
 
 
 def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torch.Tensor, z: torch.Tensor,
-               autocast=contextlib.nullcontext, discriminator_in_g_step=None) -> torch.Tensor:
+               autocast=contextlib.nullcontext, discriminator_in_g_step=None,
+               input_noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """One DCGAN step: D on real vs detached fake, then G through the updated D.
 
     `discriminator_in_g_step` is D as called in the G step; under DDP it is the unwrapped module,
-    since D's gradients are not wanted there and DDP would wait for them. Returns (loss_d, loss_g,
-    mean D(x), mean D(G(z))) as one detached tensor: no host sync here."""
+    since D's gradients are not wanted there and DDP would wait for them. `input_noise` is
+    (noise for the reals, noise for the fakes), added to what D sees in both phases (instance
+    noise). Returns (loss_d, loss_g, mean D(x), mean D(G(z))) as one detached tensor: no host sync here."""
     frozen_d = discriminator_in_g_step if discriminator_in_g_step is not None else discriminator
+    real_noise, fake_noise = input_noise if input_noise is not None else (0.0, 0.0)
     with autocast():
         fake = generator(z)
-        real_logits = discriminator(real)
-        fake_logits = discriminator(fake.detach())
+        real_logits = discriminator(real + real_noise)
+        fake_logits = discriminator(fake.detach() + fake_noise)
         loss_d = loss.d_loss(real_logits.float(), fake_logits.float())
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -52,7 +55,7 @@ def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torc
     # not D's weight gradients, which the textbook step computes and then throws away.
     frozen_d.requires_grad_(False)
     with autocast():
-        loss_g = loss.g_loss(frozen_d(fake).float())
+        loss_g = loss.g_loss(frozen_d(fake + fake_noise).float())
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
@@ -259,7 +262,8 @@ class Trainer:
                     z = torch.randn(len(real) * self.world.size, cfg.model.z_size, device=self.device,
                                     generator=self.noise)[self.world.rank::self.world.size]
                     window += train_step(self.step_generator, self.step_discriminator, self.opt_g, self.opt_d,
-                                         self.loss, real, z, self.autocast, self.step_discriminator_in_g_step)
+                                         self.loss, real, z, self.autocast, self.step_discriminator_in_g_step,
+                                         self._instance_noise(real))
                     window_steps += 1
                     self.step += 1
                     self.step_in_epoch += 1
@@ -301,6 +305,20 @@ class Trainer:
         if stopped == "interrupted":
             self.log(f"stopped by Ctrl-C at step {self.step}; checkpoint saved, continue with --resume {self.run_dir}")
         return {"step": self.step, "epoch": self.epoch, "stopped": stopped}
+
+    def _instance_noise(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Gaussian noise for D's real and fake inputs, its std falling linearly from
+        cfg.instance_noise to 0 over cfg.instance_noise_steps (Sonderby et al. 2016): while real and
+        fake overlap under the noise, D cannot win outright and G gets gradients that move its
+        samples apart. Drawn for the global batch from the run's noise stream, like z."""
+        cfg = self.cfg
+        std = cfg.instance_noise * max(0.0, 1.0 - self.step / cfg.instance_noise_steps) if cfg.instance_noise_steps else 0.0
+        if std <= 0.0:
+            return None
+        shape = (len(real) * self.world.size, *real.shape[1:])
+        draws = [torch.empty(shape, device=self.device, memory_format=self.memory_format).normal_(0.0, std, generator=self.noise)
+                 for _ in range(2)]
+        return draws[0][self.world.rank::self.world.size], draws[1][self.world.rank::self.world.size]
 
     def _log_window(self, window: torch.Tensor, steps: int, started: float) -> dict:
         values = distributed.mean(window / steps, self.world).tolist()  # the one host sync per log_every steps
