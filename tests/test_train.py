@@ -158,13 +158,16 @@ def test_instance_noise_reaches_every_discriminator_input_and_fades(tmp_path):
     assert torch.allclose(seen[1], fake - 0.25)          # D step, fakes
     assert torch.allclose(seen[2], fake - 0.25)          # G step: the same noisy view of the fakes
 
-    cfg = tiny_config(instance_noise=0.3, instance_noise_steps=10)
-    prepared = PreparedData(np.zeros((32, 32, 32, 3), np.uint8), {}, tmp_path / "x.u8", reused=False)
-    trainer = Trainer(cfg, tmp_path / "run", prepared, progress=False, log=lambda *a: None)
-    batch = torch.zeros(16, 3, 32, 32)
-    stds = []
-    for step in (0, 5, 10):
-        trainer.step = step
-        noise = trainer._instance_noise(batch)
-        stds.append(None if noise is None else round(torch.cat(noise).std().item(), 2))
-    assert stds == [0.3, 0.15, None]
+    from facegan.augment import instance_noise, instance_noise_std
+
+    assert [instance_noise_std(0.3, 10, step) for step in (0, 5, 10, 20)] == [0.3, 0.15, 0.0, 0.0]
+    assert instance_noise_std(0.3, 0, 0) == 0.0  # no fade steps: off
+    batch = torch.zeros(64, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    for_reals, for_fakes = instance_noise(batch, 0.3, torch.Generator().manual_seed(0))
+    assert for_reals.shape == batch.shape and for_reals.is_contiguous(memory_format=torch.channels_last)
+    assert abs(for_reals.std().item() - 0.3) < 0.01 and not torch.equal(for_reals, for_fakes)
+    # two processes slice the global draw: together they hold exactly what one process draws for 2B
+    whole = instance_noise(torch.zeros(4, 3, 2, 2), 0.3, torch.Generator().manual_seed(1))
+    halves = [instance_noise(torch.zeros(2, 3, 2, 2), 0.3, torch.Generator().manual_seed(1), rank, 2)
+              for rank in (0, 1)]
+    assert torch.equal(whole[0][0::2], halves[0][0]) and torch.equal(whole[1][1::2], halves[1][1])

@@ -110,3 +110,36 @@ def keep_global_batch(cfg, saved_world: int, world: World, log):
     log(f"resuming a {saved_world}-process run on {world.size}: batch {global_batch // world.size} per process "
         f"keeps the global batch of {global_batch}")
     return dataclasses.replace(cfg, batch_size=global_batch // world.size)
+
+
+def fit_batch_to_data(cfg, num_images: int, world: World, resuming: bool, log):
+    """The config with a per-process batch the data can fill: a data set smaller than one global
+    batch trains with the largest batch it fills (new runs only; a resumed run keeps its batch)."""
+    if num_images >= cfg.batch_size * world.size:
+        return cfg
+    if resuming:
+        raise FaceganError(f"the data set has {num_images} images, fewer than this run's batch "
+                           f"size {cfg.batch_size}: resume with the data the run was trained on")
+    log(f"warning: only {num_images} images, fewer than the batch of {cfg.batch_size * world.size}; "
+        f"using batch size {num_images // world.size} per process")
+    return dataclasses.replace(cfg, batch_size=max(1, num_images // world.size))
+
+
+def wrap_for_step(generator, discriminator, world: World, device: torch.device, compile: bool):
+    """(G, D, D as called in the G step) for the training step: DDP wrappers, then torch.compile.
+
+    Only the plain modules are saved, so checkpoints never carry module. or _orig_mod. prefixes
+    and load in any world size. In the G step D's gradients are not wanted, so under DDP the plain
+    module is called there and DDP never waits for a gradient sync that will not come."""
+    step_g, step_d = generator, discriminator
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        step_g = DistributedDataParallel(generator, device_ids=ids)
+        step_d = DistributedDataParallel(discriminator, device_ids=ids)
+    d_in_g_step = discriminator if world.distributed else step_d
+    if compile:
+        step_g, step_d = torch.compile(step_g), torch.compile(step_d)
+        d_in_g_step = torch.compile(discriminator) if world.distributed else step_d
+    return step_g, step_d, d_in_g_step

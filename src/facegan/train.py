@@ -9,7 +9,6 @@ the same weights bit for bit.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 
 from . import checkpoints, distributed
 from .config import TrainConfig
+from .augment import instance_noise, instance_noise_std
 from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare, summary
 from .device import adam_options, autocast_factory, default_channels_last, resolve_amp, resolve_device
@@ -76,7 +76,7 @@ class Trainer:
         self.run_folder = RunFolder(run_dir)
         self.progress = progress and world.is_main
         self.device = device or resolve_device(cfg.device)
-        self.cfg = cfg = _fit_batch_to_data(cfg, len(prepared.images), world, resuming=state is not None, log=log)
+        self.cfg = cfg = distributed.fit_batch_to_data(cfg, len(prepared.images), world, resuming=state is not None, log=log)
 
         channels_last = cfg.channels_last if cfg.channels_last is not None else default_channels_last(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -96,7 +96,9 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, **adam)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, **adam)
         self.loss = make_loss(cfg.loss, cfg.real_label)
-        self._wrap_for_step()
+        # What the step calls: DDP and torch.compile wrappers; the plain modules are what gets saved.
+        self.step_generator, self.step_discriminator, self.step_discriminator_in_g_step = distributed.wrap_for_step(
+            self.generator, self.discriminator, world, self.device, cfg.compile)
 
         self.noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # z and flips, in step order
         self.fixed_z = torch.randn(cfg.num_samples, cfg.model.z_size,
@@ -118,28 +120,6 @@ class Trainer:
     @property
     def run_dir(self) -> Path:
         return self.run_folder.path
-
-    def _wrap_for_step(self) -> None:
-        """The callables the step uses: DDP, then torch.compile, around the plain modules.
-
-        Only the plain modules are saved, so checkpoints never carry module. or _orig_mod. prefixes
-        and load in any world size."""
-        generator, discriminator = self.generator, self.discriminator
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            generator = DistributedDataParallel(self.generator, device_ids=ids)
-            discriminator = DistributedDataParallel(self.discriminator, device_ids=ids)
-        # In the G step D's gradients are not wanted; under DDP the plain module avoids a gradient sync.
-        discriminator_in_g_step = self.discriminator if self.world.distributed else discriminator
-        if self.cfg.compile:
-            compiled_d = torch.compile(discriminator)
-            generator = torch.compile(generator)
-            discriminator_in_g_step = torch.compile(self.discriminator) if self.world.distributed else compiled_d
-            discriminator = compiled_d
-        self.step_generator, self.step_discriminator = generator, discriminator
-        self.step_discriminator_in_g_step = discriminator_in_g_step
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -261,9 +241,12 @@ class Trainer:
                     # z for the whole global batch, this rank's slice: one noise stream for any world size.
                     z = torch.randn(len(real) * self.world.size, cfg.model.z_size, device=self.device,
                                     generator=self.noise)[self.world.rank::self.world.size]
+                    noise_std = instance_noise_std(cfg.instance_noise, cfg.instance_noise_steps, self.step)
+                    d_input_noise = (instance_noise(real, noise_std, self.noise, self.world.rank, self.world.size)
+                                     if noise_std > 0 else None)
                     window += train_step(self.step_generator, self.step_discriminator, self.opt_g, self.opt_d,
                                          self.loss, real, z, self.autocast, self.step_discriminator_in_g_step,
-                                         self._instance_noise(real))
+                                         d_input_noise)
                     window_steps += 1
                     self.step += 1
                     self.step_in_epoch += 1
@@ -305,20 +288,6 @@ class Trainer:
         if stopped == "interrupted":
             self.log(f"stopped by Ctrl-C at step {self.step}; checkpoint saved, continue with --resume {self.run_dir}")
         return {"step": self.step, "epoch": self.epoch, "stopped": stopped}
-
-    def _instance_noise(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Gaussian noise for D's real and fake inputs, its std falling linearly from
-        cfg.instance_noise to 0 over cfg.instance_noise_steps (Sonderby et al. 2016): while real and
-        fake overlap under the noise, D cannot win outright and G gets gradients that move its
-        samples apart. Drawn for the global batch from the run's noise stream, like z."""
-        cfg = self.cfg
-        std = cfg.instance_noise * max(0.0, 1.0 - self.step / cfg.instance_noise_steps) if cfg.instance_noise_steps else 0.0
-        if std <= 0.0:
-            return None
-        shape = (len(real) * self.world.size, *real.shape[1:])
-        draws = [torch.empty(shape, device=self.device, memory_format=self.memory_format).normal_(0.0, std, generator=self.noise)
-                 for _ in range(2)]
-        return draws[0][self.world.rank::self.world.size], draws[1][self.world.rank::self.world.size]
 
     def _log_window(self, window: torch.Tensor, steps: int, started: float) -> dict:
         values = distributed.mean(window / steps, self.world).tolist()  # the one host sync per log_every steps
@@ -373,18 +342,6 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
 
 def _silent(*args, **kwargs):
     pass
-
-
-def _fit_batch_to_data(cfg: TrainConfig, num_images: int, world: distributed.World, resuming: bool, log) -> TrainConfig:
-    """A data set smaller than one global batch trains with the largest batch it fills (new runs only)."""
-    if num_images >= cfg.batch_size * world.size:
-        return cfg
-    if resuming:
-        raise FaceganError(f"the data set has {num_images} images, fewer than this run's batch "
-                           f"size {cfg.batch_size}: resume with the data the run was trained on")
-    log(f"warning: only {num_images} images, fewer than the batch of {cfg.batch_size * world.size}; "
-        f"using batch size {num_images // world.size} per process")
-    return dataclasses.replace(cfg, batch_size=max(1, num_images // world.size))
 
 
 def _shared_run_dir(cfg: TrainConfig, out, resume_from, world: distributed.World) -> Path:
