@@ -171,3 +171,12 @@ def test_instance_noise_reaches_every_discriminator_input_and_fades(tmp_path):
     halves = [instance_noise(torch.zeros(2, 3, 2, 2), 0.3, torch.Generator().manual_seed(1), rank, 2)
               for rank in (0, 1)]
     assert torch.equal(whole[0][0::2], halves[0][0]) and torch.equal(whole[1][1::2], halves[1][1])
+
+
+def test_checkpoints_from_before_instance_noise_resume_without_it():
+    raw = TrainConfig().to_dict()
+    del raw["instance_noise"], raw["instance_noise_steps"]
+    raw["label_smoothing"] = raw.pop("real_label")  # and with the old name of real_label
+    old = checkpoints.config_of({"config": raw})
+    assert old.instance_noise == 0.0 and old.real_label == 0.9
+    assert TrainConfig.from_dict({"epochs": 3}).instance_noise == 0.5  # a partial config file gets the default

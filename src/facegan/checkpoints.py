@@ -46,8 +46,16 @@ def load(path, map_location="cpu") -> dict:
     return state
 
 
+# Options added after checkpoints existed -> the value that reproduces how older checkpoints were
+# trained (a config file may leave an option out and get today's default; a checkpoint may not).
+_BEFORE_OPTION_EXISTED = {"instance_noise": 0.0}
+
+
 def config_of(state: dict) -> TrainConfig:
-    return TrainConfig.from_dict(state["config"])
+    raw = dict(state["config"])
+    for key, value in _BEFORE_OPTION_EXISTED.items():
+        raw.setdefault(key, value)
+    return TrainConfig.from_dict(raw)
 
 
 def generator_snapshot(generator, cfg: TrainConfig, step: int, epoch: int) -> dict:
