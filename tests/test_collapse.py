@@ -1,9 +1,9 @@
 """Regression test for issue 15: at 64x64 the DCGAN must leave mode collapse within two epochs.
 
-Measured on the built-in faces at 64x64, conv_dim 16, batch 128, 400 steps (README, "Leaving mode
-collapse"): the textbook step stays collapsed (sample MS-SSIM 0.993, real faces 0.15), facegan
-without instance noise too (0.96); with the default instance noise the samples are diverse faces
-by step 300 (0.31). The threshold 0.6 sits between the two regimes with room for seed noise.
+Measured on the built-in faces at 64x64, conv_dim 16, batch 128, seed 1 (README, "Leaving mode
+collapse"): this very run gives sample MS-SSIM 0.592 / 0.228 after epochs 1 / 2 (real faces 0.148);
+with --instance-noise 0 it stays at 0.963 / 0.955, and the textbook step is at 0.987 by step 300.
+The threshold 0.6 sits between the two regimes with room for seed noise.
 """
 
 import json
