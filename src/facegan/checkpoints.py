@@ -28,22 +28,48 @@ def atomic_save(obj, path: Path) -> Path:
     return Path(path)
 
 
+# What each kind of file must hold: a file that names a format but lacks these is damaged.
+REQUIRED_KEYS = {
+    TRAINING_STATE: ("config", "generator", "discriminator", "opt_g", "opt_d", "step", "epoch", "step_in_epoch", "rng"),
+    GENERATOR_SNAPSHOT: ("config", "generator"),
+}
+
+
 def load(path, map_location="cpu") -> dict:
     """Load a facegan checkpoint or snapshot, refusing pickles that carry code."""
     path = Path(path)
     if not path.is_file():
         raise FaceganError(f"checkpoint {path} does not exist: pass a run folder or a .pt file from one")
+    if path.stat().st_size == 0:
+        raise FaceganError(f"checkpoint {path} is empty (0 bytes): it was never written completely; "
+                           f"pass another checkpoint, such as checkpoints/last.pt of the run")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise FaceganError(f"refusing to load {path}: it holds Python objects or code, not only tensors, "
-                           f"so it is not a facegan checkpoint") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise FaceganError(f"cannot read checkpoint {path} ({str(exc).splitlines()[0][:120]}): "
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):
+            raise FaceganError(f"refusing to load {path}: it holds Python objects or code, not only tensors, "
+                               f"so it is not a facegan checkpoint") from None
+        raise FaceganError(f"{path} is not a facegan checkpoint (not a PyTorch file at all): "
+                           f"pass a run folder, last.pt or generator.pt") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120] or type(exc).__name__
+        raise FaceganError(f"cannot read checkpoint {path} ({detail}): "
                            f"the file is damaged or not a checkpoint") from None
-    if not isinstance(state, dict) or state.get("format") not in (TRAINING_STATE, GENERATOR_SNAPSHOT):
+    if not isinstance(state, dict) or state.get("format") not in REQUIRED_KEYS:
         raise FaceganError(f"{path} is not a facegan checkpoint: pass a run folder, last.pt or generator.pt")
+    missing = [key for key in REQUIRED_KEYS[state["format"]] if key not in state]
+    if missing:
+        raise FaceganError(f"checkpoint {path} is damaged: it lacks {', '.join(missing)}; "
+                           f"pass another checkpoint of the run (checkpoints/epoch-NNNN.pt)")
     return state
+
+
+def require_training_state(state: dict, path) -> None:
+    """Resume needs the full training state; a generator snapshot has no D and no optimisers."""
+    if state.get("format") == GENERATOR_SNAPSHOT:
+        last = Path(path).resolve().parent / "checkpoints" / "last.pt"
+        raise FaceganError(f"{path} is a generator snapshot, which cannot resume training (it holds no "
+                           f"discriminator or optimiser state): resume from {last} or the run folder")
 
 
 # Options added after checkpoints existed -> the value that reproduces how older checkpoints were

@@ -339,4 +339,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("facegan: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path that cannot be read or written: say which, not a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"facegan: error: cannot use{where} ({exc.strerror or exc}): check the path exists and that you "
+              f"may write there", file=sys.stderr)
+        return 2
     return 0

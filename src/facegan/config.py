@@ -112,8 +112,8 @@ class TrainConfig:
         if not 0.0 < self.real_label <= 1.0:
             raise FaceganError(f"--real-label {self.real_label} is out of range: use (0, 1], 1.0 = off")
         for name in ("lr_d", "lr_g"):
-            if not getattr(self, name) > 0:
-                raise FaceganError(f"--{name.replace('_', '-')} must be positive")
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise FaceganError(f"--{name.replace('_', '-')} {getattr(self, name)} must be a positive finite number")
         if not 0.0 <= self.instance_noise <= 2.0 or self.instance_noise_steps < 0:
             raise FaceganError(f"--instance-noise {self.instance_noise} must be in [0, 2] (a std in [-1, 1] pixel "
                                f"units) and --instance-noise-steps 0 or more")
@@ -142,6 +142,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> "TrainConfig":
         """Build from nested dicts, naming any unknown key (a typo in a config file) in the error."""
+        if not isinstance(raw, dict):
+            raise FaceganError(f"bad configuration: expected keys and values (a JSON object), not {raw!r}")
         try:
             top = {RENAMED_KEYS.get(k, k): v for k, v in raw.items() if k not in ("model", "data")}
             return cls(model=_build(ModelConfig, raw.get("model", {}), "model"),
@@ -150,17 +152,36 @@ class TrainConfig:
             raise FaceganError(f"bad configuration: {exc}") from None
 
 
+# A field's annotation -> (does a JSON value fit it, how to say what fits). Config files are JSON, so
+# a float field takes whole numbers too; bool is an int in Python but never a number here.
+_JSON_TYPES = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "str": (lambda v: isinstance(v, str), "text"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "bool | None": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+}
+
+
 def _checked(kind, values: dict, section: str) -> dict:
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(values) - known)
+    """`values` for dataclass `kind`, with unknown keys and wrongly typed values named in one line."""
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - set(fields))
+    where = f" in section '{section}'" if section else ""
     if unknown:
-        where = f" in section '{section}'" if section else ""
         raise FaceganError(f"unknown configuration key(s) {', '.join(unknown)}{where}: "
-                           f"known keys are {', '.join(sorted(known))}")
+                           f"known keys are {', '.join(sorted(fields))}")
+    for key, value in values.items():
+        fits, what = _JSON_TYPES.get(str(fields[key].type), (lambda v: True, ""))
+        if not fits(value):
+            name = f"{section}.{key}" if section else key
+            raise FaceganError(f"bad configuration: '{name}' must be {what}, not {value!r}")
     return values
 
 
 def _build(kind, values: dict, section: str):
+    if not isinstance(values, dict):
+        raise FaceganError(f"bad configuration: '{section}' must be a section of keys, not {values!r}")
     return kind(**_checked(kind, values, section))
 
 

@@ -69,20 +69,24 @@ class RunFolder:
                 continue  # a write cut short by a kill; the rows before it are intact
         return [r for r in rows if key is None or key in r]
 
-    def drop_metrics_after(self, step: int) -> None:
-        """On resume, forget rows logged after the checkpoint (a crash can leave some)."""
+    def drop_metrics_after(self, step: int) -> int:
+        """On resume, forget rows logged after the checkpoint (a crash can leave some) and any torn
+        line a kill left mid-write. Returns how many torn lines were dropped."""
         if not self.metrics_jsonl.exists():
-            return
+            return 0
         lines = self.metrics_jsonl.read_text().splitlines()
-        kept = []
+        kept, torn = [], 0
         for line in lines:
             try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
+                row = json.loads(line)
             except ValueError:
-                pass  # a torn line from a kill mid-write
+                torn += 1
+                continue
+            if row.get("step", 0) <= step:
+                kept.append(line)
         if len(kept) != len(lines):
             write_text_atomic(self.metrics_jsonl, "".join(line + "\n" for line in kept))
+        return torn
 
     # --- checkpoints ------------------------------------------------------------------------
     def save_training_state(self, state: dict, epoch: int | None = None, keep: int = 3) -> Path:

@@ -135,10 +135,15 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        try:
+            self.generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        except (RuntimeError, ValueError, KeyError):
+            raise FaceganError("the checkpoint's weights or optimiser states do not match the model its config "
+                               "describes: the file is damaged or was edited; resume from another checkpoint "
+                               "of the run (checkpoints/epoch-NNNN.pt)") from None
         self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
         self.best = state.get("best")
         torch.set_rng_state(state["rng"]["torch"])
@@ -169,7 +174,8 @@ class Trainer:
         """The progress grid; with `check_diversity`, also the collapse check on the same samples."""
         samples = self._fixed_samples()
         path = save_grid(samples, self.run_folder.samples_png(name))
-        if check_diversity and len(samples) >= 2:
+        # Diversity needs two samples and two real faces to compare (a one-image data set has one).
+        if check_diversity and len(samples) >= 2 and len(self.batches.shard(0)) >= 2:
             from .metrics.msssim import diversity
 
             if self._reals_diversity is None:
@@ -228,7 +234,8 @@ class Trainer:
             if self.step == 0:
                 self.write_reals()
             else:
-                self.run_folder.drop_metrics_after(self.step)
+                if self.run_folder.drop_metrics_after(self.step):
+                    self.log("note: dropped a partial last line of metrics.jsonl (a write cut short by a crash)")
         from tqdm import tqdm
 
         window, window_steps, window_start = torch.zeros(len(METRIC_NAMES), device=self.device), 0, time.perf_counter()
@@ -308,7 +315,8 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
 
     For resume, `cfg` must already be the checkpoint's config with any allowed changes applied
     (config.resume_config does that); `state` may pass the checkpoint already loaded. Under
-    torchrun every process calls this; rank 0 writes. Returns the run folder."""
+    torchrun every process calls this; rank 0 writes. Returns the run folder. A Ctrl-C stops after the
+    current step, saves, and then raises KeyboardInterrupt."""
     # Everything that can be wrong with the input was checked when cfg was made, before a run folder exists.
     world, device = distributed.init(resolve_device(cfg.device))
     if not world.is_main:
@@ -317,6 +325,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         if resume_from is not None and state is None:
             state = checkpoints.load(resume_from)
         if state is not None:
+            checkpoints.require_training_state(state, resume_from)
             cfg = distributed.keep_global_batch(cfg, state.get("world_size", 1), world, log)
         if not world.is_main:
             distributed.barrier(world)  # rank 0 builds the data cache; the others then reuse it
@@ -333,6 +342,8 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         log(f"device {trainer.device}, precision {'bf16 autocast' if trainer.precision == 'bf16' else 'fp32'}"
             + (" (--amp auto)" if cfg.amp == "auto" else ""))
         result = trainer.run()
+        if result["stopped"] == "interrupted":
+            raise KeyboardInterrupt  # saved already; the caller (a shell: exit status 130) learns it was a Ctrl-C
         log(f"finished at epoch {result['epoch']}, step {result['step']} ({result['stopped']}); "
             f"samples in {run_dir / 'samples'}")
         return run_dir
