@@ -92,3 +92,19 @@ def test_config_file_values_of_the_wrong_type_name_the_key(tmp_path, capsys):
         path.write_text(json.dumps(raw))
         assert named in one_line_error(capsys, "train", "--config", path)
     assert "finite" in one_line_error(capsys, "train", "--lr", "inf")
+
+
+def test_a_model_too_large_for_memory_is_refused_before_anything_is_written(tmp_path, capsys):
+    err = one_line_error(capsys, "train", "--conv-dim", "100000", "--out", tmp_path / "runs")
+    assert "parameters and needs" in err and "lower --conv-dim" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_runs_started_at_once_take_different_numbers(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from facegan.runs import new_run
+
+    with ThreadPoolExecutor(8) as pool:
+        runs = list(pool.map(lambda _: new_run(tmp_path, "faces32").path.name, range(16)))
+    assert sorted(runs) == [f"{i:05d}-faces32" for i in range(16)]

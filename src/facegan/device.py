@@ -64,3 +64,24 @@ def adam_options(device: torch.device) -> dict:
 def autocast_factory(device: torch.device, bf16: bool):
     """A no-argument context-manager factory: bf16 autocast on `device`, or nothing."""
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+
+
+def memory_bytes(device: torch.device) -> int | None:
+    """Memory a model can use on `device`: the GPU's total, or the machine's RAM; None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        import os
+
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(parameters: int, needed: int, device: torch.device) -> None:
+    """Refuse a model whose training state alone would not fit, before the allocator fails mid-build."""
+    available = memory_bytes(device)
+    if available is not None and needed > available:
+        raise FaceganError(f"this model has {parameters:,} parameters and needs {needed / 2**30:,.1f} GiB just for "
+                           f"weights, gradients and Adam state, more than the {available / 2**30:,.1f} GiB of "
+                           f"{device.type}: lower --conv-dim or --z-size")

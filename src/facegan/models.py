@@ -150,3 +150,12 @@ def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     init_weights(generator)
     init_weights(discriminator)
     return generator, discriminator
+
+
+def training_bytes(cfg: ModelConfig) -> tuple[int, int]:
+    """(parameters of G and D together, bytes to train them): weights, gradients and Adam's two moments
+    at 4 bytes each, before activations. Counted on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        generator, discriminator = build_models(cfg)
+    count = sum(p.numel() for net in (generator, discriminator) for p in net.parameters())
+    return count, 16 * count

@@ -121,8 +121,14 @@ def new_run(root, name: str) -> RunFolder:
     try:
         root.mkdir(parents=True, exist_ok=True)
         numbers = [int(m.group(1)) for p in root.iterdir() if (m := _RUN_NAME.match(p.name))]
-        run = root / f"{max(numbers, default=-1) + 1:05d}-{name}"
-        run.mkdir()
+        number = max(numbers, default=-1) + 1
+        while True:  # another run started at the same instant may take a number first: take the next
+            run = root / f"{number:05d}-{name}"
+            try:
+                run.mkdir()
+                break
+            except FileExistsError:
+                number += 1
         probe = run / ".write-test"
         probe.write_text("")
         probe.unlink()

@@ -19,12 +19,13 @@ from .config import TrainConfig
 from .augment import instance_noise, instance_noise_std
 from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare, summary
-from .device import adam_options, autocast_factory, default_channels_last, resolve_amp, resolve_device
+from .device import (adam_options, autocast_factory, check_fits, default_channels_last, resolve_amp,
+                     resolve_device)
 from .errors import FaceganError
 from .interrupt import StopRequest
 from .images import plot_eval, plot_losses, save_grid, to_uint8
 from .losses import GANLoss, make_loss
-from .models import build_models
+from .models import build_models, training_bytes
 from .monitor import Monitor
 from .runs import RunFolder, new_run, run_of
 
@@ -322,6 +323,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
     if not world.is_main:
         log = _silent
     try:
+        check_fits(*training_bytes(cfg.model), device)  # before any data is prepared or a folder made
         if resume_from is not None and state is None:
             state = checkpoints.load(resume_from)
         if state is not None:
