@@ -108,3 +108,77 @@ def test_runs_started_at_once_take_different_numbers(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         runs = list(pool.map(lambda _: new_run(tmp_path, "faces32").path.name, range(16)))
     assert sorted(runs) == [f"{i:05d}-faces32" for i in range(16)]
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_and_temp_files_are_taken_over(tmp_path, capsys):
+    import os
+    import subprocess
+
+    from facegan.errors import FaceganError
+    from facegan.runs import RunFolder
+
+    run = trained_run(tmp_path)
+    folder = RunFolder(run)
+    with folder.lock():
+        err = one_line_error(capsys, "train", "--resume", run, "--epochs", "2")
+        assert f"being trained by process {os.getpid()}" in err
+    dead = subprocess.run(["true"]).returncode == 0 and subprocess.Popen(["true"])
+    dead.wait()  # a pid that existed and is gone
+    (run / ".lock").write_text(f"{dead.pid}\n")
+    stale = run / "checkpoints" / f".last.pt.tmp{dead.pid}"
+    stale.write_bytes(b"")  # what a kill -9 mid-write leaves
+    ours = run / "checkpoints" / f".last.pt.tmp{os.getpid()}"
+    ours.write_bytes(b"")
+    with folder.lock():
+        assert not stale.exists() and ours.exists()  # only dead writers' files are removed
+    assert not (run / ".lock").exists()
+    ours.unlink()
+    try:
+        with folder.lock():
+            with folder.lock():
+                pass
+    except FaceganError as exc:
+        assert "being trained by process" in str(exc)
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    """kill -9 at three random steps (with a checkpoint every step, so some kills land mid-write);
+    each time resume; the finished run must hold exactly the weights of a run never interrupted."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    options = [*TINY, "--num-images", "96", "--epochs", "4", "--checkpoint-every", "1"]
+    straight = tmp_path / "straight"
+    assert main([*map(str, ["train", *options, "--out", straight])]) == 0
+    (reference,) = straight.iterdir()
+
+    runs = tmp_path / "killed"
+    rng = random.Random(0)
+    killed_mid_run = 0
+    for target in sorted(rng.sample(range(2, 23), 3)):
+        have_checkpoint = any(runs.glob("*/checkpoints/last.pt"))
+        command = ["train", "--resume", "latest", "--out", runs, "--no-progress"] if have_checkpoint else \
+                  ["train", *options, "--out", runs]
+        process = subprocess.Popen([sys.executable, "-m", "facegan", *map(str, command)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline and process.poll() is None:
+            logged = [p for p in runs.glob("*/metrics.jsonl")]
+            if logged and sum(1 for line in logged[0].read_text().splitlines() if '"loss_d"' in line) >= target:
+                break
+            time.sleep(0.005)
+        killed_mid_run += process.poll() is None
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert killed_mid_run == 3
+    assert main(["train", "--resume", "latest", "--out", str(runs), "--no-progress"]) == 0
+    finished = checkpoints.load(next(runs.glob("*/checkpoints/last.pt")))
+    expected = checkpoints.load(reference / "checkpoints" / "last.pt")
+    assert finished["step"] == expected["step"] == 24
+    for net in ("generator", "discriminator"):
+        for name, tensor in expected[net].items():
+            assert torch.equal(tensor, finished[net][name]), f"{net}.{name}"
+    assert not list(runs.glob("*/checkpoints/.*.tmp*"))  # dead writers' temporary files were cleaned up

@@ -93,6 +93,8 @@ class TrainConfig:
     device: str = "auto"         # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
     log_every: int = 50          # steps between metrics.jsonl lines (losses are synced only then)
     keep_checkpoints: int = 3    # per-epoch checkpoints kept besides last.pt
+    checkpoint_every: int = 0    # steps between mid-epoch saves of last.pt; 0 = every checkpoint_minutes instead
+    checkpoint_minutes: float = 10.0  # with checkpoint_every 0: minutes of training between saves (a kill loses at most this)
     num_samples: int = 64        # images in each fixed-noise progress grid
     channels_last: bool | None = None  # NHWC memory layout; None = on for cpu/cuda (measured faster)
     amp: str = "auto"            # mixed precision: auto (bf16 on cuda and native-bf16 CPUs, else off), bf16, off
@@ -123,6 +125,8 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "log_every", "num_samples", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise FaceganError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.checkpoint_every < 0 or not self.checkpoint_minutes > 0:
+            raise FaceganError("--checkpoint-every must be 0 (time-based) or positive, and --checkpoint-minutes positive")
         if self.max_steps < 0:
             raise FaceganError("--max-steps must be 0 (no limit) or positive")
         if self.eval_every < 0 or self.eval_samples < 2:
@@ -198,7 +202,8 @@ def load_config_file(path) -> dict:
 
 # What may change when a run is resumed: the schedule and where it runs. Everything else shapes
 # the model, the data or the optimisation, and changing it would not be the same run.
-RESUMABLE_KEYS = {"epochs", "max_steps", "device", "log_every", "keep_checkpoints", "compile", "eval_every",
+RESUMABLE_KEYS = {"epochs", "max_steps", "device", "log_every", "keep_checkpoints", "checkpoint_every",
+                  "checkpoint_minutes", "compile", "eval_every",
                   "eval_metrics", "eval_samples", "inception_weights"}
 
 

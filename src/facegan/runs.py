@@ -13,6 +13,7 @@ finding runs. Nothing else in facegan spells a run-folder file name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,6 +24,26 @@ from .errors import FaceganError
 from .fileio import temp_path, write_text_atomic
 
 _RUN_NAME = re.compile(r"^(\d{5})-")
+_TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)(\.[a-z]+)?$")  # fileio.temp_path's names
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 class RunFolder:
@@ -87,6 +108,39 @@ class RunFolder:
         if len(kept) != len(lines):
             write_text_atomic(self.metrics_jsonl, "".join(line + "\n" for line in kept))
         return torn
+
+    # --- one writer at a time ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold RUN/.lock while training writes here: a second process refuses, naming the holder;
+        a lock left by a killed process is stale and is taken over (with its dead temporary files)."""
+        path = self.path / ".lock"
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                holder = _pid_in(path)
+                if holder is not None and _alive(holder):
+                    raise FaceganError(f"run folder {self.path} is being trained by process {holder}: wait for it to "
+                                       f"finish, or stop it (Ctrl-C) and resume then") from None
+                path.unlink(missing_ok=True)  # stale: its process is gone
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        self._remove_dead_temp_files()
+        try:
+            yield self
+        finally:
+            if _pid_in(path) == os.getpid():
+                path.unlink(missing_ok=True)
+
+    def _remove_dead_temp_files(self) -> None:
+        """Temporary files a killed writer left (.last.pt.tmp1234): never valid, never cleaned up otherwise."""
+        for folder in (self.path, self.checkpoint_dir, self.path / "samples"):
+            for tmp in folder.glob(".*.tmp*") if folder.is_dir() else ():
+                match = _TEMP_NAME.match(tmp.name)
+                if match and not _alive(int(match.group(1))):
+                    tmp.unlink(missing_ok=True)
 
     # --- checkpoints ------------------------------------------------------------------------
     def save_training_state(self, state: dict, epoch: int | None = None, keep: int = 3) -> Path:

@@ -241,6 +241,7 @@ class Trainer:
 
         window, window_steps, window_start = torch.zeros(len(METRIC_NAMES), device=self.device), 0, time.perf_counter()
         stopped = "complete"
+        last_saved = time.monotonic()
         with StopRequest() as stop:
             while self.epoch < cfg.epochs:
                 bar = tqdm(total=per_epoch, initial=self.step_in_epoch, disable=not self.progress,
@@ -261,6 +262,9 @@ class Trainer:
                     bar.update(1)
                     if cfg.eval_every and self.step % cfg.eval_every == 0 and self.world.is_main:
                         self.evaluate()
+                    if self.world.is_main and self._checkpoint_due(last_saved) and self.step_in_epoch < per_epoch:
+                        self.save_checkpoint(end_of_epoch=False)  # bounds what a kill can lose
+                        last_saved = time.monotonic()
                     if self.step % cfg.log_every == 0:
                         row = self._log_window(window, window_steps, window_start)
                         bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}",
@@ -296,6 +300,12 @@ class Trainer:
         if stopped == "interrupted":
             self.log(f"stopped by Ctrl-C at step {self.step}; checkpoint saved, continue with --resume {self.run_dir}")
         return {"step": self.step, "epoch": self.epoch, "stopped": stopped}
+
+    def _checkpoint_due(self, last_saved: float) -> bool:
+        """Mid-epoch save of last.pt: every checkpoint_every steps, or every checkpoint_minutes of training."""
+        if self.cfg.checkpoint_every:
+            return self.step % self.cfg.checkpoint_every == 0
+        return time.monotonic() - last_saved >= 60 * self.cfg.checkpoint_minutes
 
     def _log_window(self, window: torch.Tensor, steps: int, started: float) -> dict:
         values = distributed.mean(window / steps, self.world).tolist()  # the one host sync per log_every steps
@@ -337,13 +347,14 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
             distributed.barrier(world)
         run_dir = _shared_run_dir(cfg, out, resume_from, world)
         trainer = Trainer(cfg, run_dir, prepared, state=state, progress=progress, log=log, world=world, device=device)
-        if world.is_main:
-            trainer.run_folder.write_config(trainer.cfg.to_dict())
         log(f"run folder: {run_dir}" + (f" ({world.size} processes, global batch {trainer.cfg.batch_size * world.size})"
                                         if world.distributed else ""))
         log(f"device {trainer.device}, precision {'bf16 autocast' if trainer.precision == 'bf16' else 'fp32'}"
             + (" (--amp auto)" if cfg.amp == "auto" else ""))
-        result = trainer.run()
+        with trainer.run_folder.lock() if world.is_main else contextlib.nullcontext():
+            if world.is_main:
+                trainer.run_folder.write_config(trainer.cfg.to_dict())
+            result = trainer.run()
         if result["stopped"] == "interrupted":
             raise KeyboardInterrupt  # saved already; the caller (a shell: exit status 130) learns it was a Ctrl-C
         log(f"finished at epoch {result['epoch']}, step {result['step']} ({result['stopped']}); "
