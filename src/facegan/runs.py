@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from . import checkpoints
+from . import checkpoints, distributed
 from .errors import FaceganError
 from .fileio import temp_path, write_text_atomic
 
@@ -228,3 +228,17 @@ def run_of(checkpoint) -> RunFolder:
     """The run folder a checkpoint file belongs to."""
     checkpoint = Path(checkpoint).resolve()
     return RunFolder(checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent)
+
+
+def run_name_of(source: str) -> str:
+    """The data part of a run folder's name: 'faces', or the folder/zip/data set name."""
+    return Path(source).stem if source != "faces" else "faces"
+
+
+def run_for_training(name: str, out, resume_from, world: distributed.World) -> Path:
+    """The folder a training writes to: the resumed run's, or a new one that rank 0 creates and
+    tells the other processes about."""
+    if resume_from is not None:
+        return run_of(resume_from).path
+    path = str(new_run(out, name).path) if world.is_main else None
+    return Path(distributed.from_rank0(path, world))

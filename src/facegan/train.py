@@ -27,7 +27,7 @@ from .images import plot_eval, plot_losses, save_grid, to_uint8
 from .losses import GANLoss, make_loss
 from .models import build_models, training_bytes
 from .monitor import Monitor
-from .runs import RunFolder, new_run, run_of
+from .runs import RunFolder, run_for_training, run_name_of
 
 METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
 
@@ -345,7 +345,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         if world.is_main:
             log(summary(prepared))
             distributed.barrier(world)
-        run_dir = _shared_run_dir(cfg, out, resume_from, world)
+        run_dir = run_for_training(f"{run_name_of(cfg.data.source)}{cfg.model.image_size}", out, resume_from, world)
         trainer = Trainer(cfg, run_dir, prepared, state=state, progress=progress, log=log, world=world, device=device)
         log(f"run folder: {run_dir}" + (f" ({world.size} processes, global batch {trainer.cfg.batch_size * world.size})"
                                         if world.distributed else ""))
@@ -366,14 +366,3 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
 
 def _silent(*args, **kwargs):
     pass
-
-
-def _shared_run_dir(cfg: TrainConfig, out, resume_from, world: distributed.World) -> Path:
-    """The run folder: rank 0 creates a new one and tells the others its name."""
-    if resume_from is not None:
-        return run_of(resume_from).path
-    name = None
-    if world.is_main:
-        source_name = Path(cfg.data.source).stem if cfg.data.source != "faces" else "faces"
-        name = str(new_run(out, f"{source_name}{cfg.model.image_size}").path)
-    return Path(distributed.from_rank0(name, world))
