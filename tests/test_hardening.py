@@ -46,8 +46,8 @@ def test_resume_from_a_generator_snapshot_names_the_file_that_can(tmp_path, caps
 def test_damaged_checkpoints_are_named_not_traced(tmp_path, capsys):
     run = trained_run(tmp_path)
     state = checkpoints.load(run / "checkpoints" / "last.pt")
-    wrong = dict(state, generator={k: v[..., :1] if v.ndim else v for k, v in state["generator"].items()})
-    torch.save(wrong, tmp_path / "wrong.pt")
+    wrong = dict(state, config={**state["config"], "model": {**state["config"]["model"], "conv_dim": 16}})
+    torch.save(wrong, tmp_path / "wrong.pt")  # an edited config: its weights (and their checksums) are the old model's
     assert "do not match the model" in one_line_error(capsys, "train", "--resume", tmp_path / "wrong.pt",
                                                       "--epochs", "2")
     del state["config"]
@@ -182,3 +182,99 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(t
         for name, tensor in expected[net].items():
             assert torch.equal(tensor, finished[net][name]), f"{net}.{name}"
     assert not list(runs.glob("*/checkpoints/.*.tmp*"))  # dead writers' temporary files were cleaned up
+
+
+def _facegan_with_file_size_limit(limit: int, *argv, env=None):
+    """Run the CLI where no file may grow past `limit` bytes: writes fail as on a full disk (EFBIG)."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_writes():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with an error instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "facegan", *map(str, argv)], capture_output=True, text=True,
+                          preexec_fn=limit_writes, env=dict(os.environ, **(env or {})), timeout=120)
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path):
+    run = trained_run(tmp_path)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    result = _facegan_with_file_size_limit(20_000, "train", "--resume", run, "--epochs", "2", "--no-progress")
+    err = result.stderr.strip()
+    assert result.returncode == 2 and len(err.splitlines()) == 1 and "no space left to write in" in err, err
+    assert str(run / "checkpoints") in err and "MiB needed" in err
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before  # the last good checkpoint is intact
+    assert not list((run / "checkpoints").glob(".*.tmp*"))
+
+    cache = tmp_path / "cache"
+    result = _facegan_with_file_size_limit(20_000, "data", "prepare", "--num-images", "64",
+                                           env={"FACEGAN_CACHE": str(cache)})
+    err = result.stderr.strip()
+    assert result.returncode == 2 and len(err.splitlines()) == 1 and f"no space left to write in {cache}" in err, err
+    assert not list(cache.glob("*.json"))  # no record: the half-written cache is never used
+
+
+def test_huge_images_are_skipped_and_counted_not_decoded(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 48), (30 * i, 90, 150)).save(folder / f"face{i}.png")
+    Image.new("RGB", (3000, 3000), (10, 10, 10)).save(folder / "huge.png")  # 9 MP
+    assert main(["data", "prepare", str(folder), "--max-pixels", "1000000"]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 4 images" in out and "1 over --max-pixels 1,000,000 skipped" in out
+    err = one_line_error(capsys, "data", "prepare", str(folder), "--max-pixels", "100")
+    assert "4 are over --max-pixels 100; raise --max-pixels" in err
+
+
+def test_a_zip_bomb_given_as_data_is_refused_before_reading(tmp_path, capsys):
+    import zipfile
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("faces/huge.png", b"\0" * (64 * 2 ** 20))  # 64 MiB of zeros packs to ~64 KiB
+    err = one_line_error(capsys, "data", "prepare", str(bomb))
+    assert "refusing to read bomb.zip" in err and "zip bomb" in err
+
+
+def test_damaged_or_clashing_archives_in_download_are_one_line(tmp_path):
+    import zipfile
+
+    import pytest
+
+    from facegan.data.download import safe_unzip
+    from facegan.errors import FaceganError
+
+    clash = tmp_path / "clash.zip"
+    with zipfile.ZipFile(clash, "w") as archive:
+        archive.writestr("a", b"a file")
+        archive.writestr("a/b.jpg", b"and a folder of the same name")
+    with pytest.raises(FaceganError, match="clashes with another entry"):
+        safe_unzip(clash, tmp_path / "out")
+    damaged = tmp_path / "crc.zip"
+    with zipfile.ZipFile(damaged, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("img/0.jpg", b"0123456789" * 100)
+    raw = bytearray(damaged.read_bytes())
+    raw[raw.index(b"0123456789") + 5] ^= 0xFF  # flip a byte of the stored data: its CRC no longer matches
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(FaceganError, match="is damaged .*download again"):
+        safe_unzip(damaged, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out2.unzipping").exists()
+
+
+def test_a_flipped_bit_in_a_checkpoint_is_reported_not_trained_on(tmp_path, capsys):
+    run = trained_run(tmp_path)
+    last = run / "checkpoints" / "last.pt"
+    state = checkpoints.load(last)
+    weight = state["generator"]["project.bn.weight"]  # 1-D: its bytes on disk are its values in order
+    raw = bytearray(last.read_bytes())
+    at = raw.index(weight.numpy().tobytes()[:64])
+    raw[at + 3] ^= 0x10  # one bit of one float of a G BatchNorm weight
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(raw))
+    err = one_line_error(capsys, "train", "--resume", damaged, "--epochs", "2")
+    assert "fail their checksum" in err and "generator.project.bn.weight" in err

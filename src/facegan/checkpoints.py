@@ -9,6 +9,7 @@ with weights_only=True: opening a checkpoint somebody sent you never runs code.
 from __future__ import annotations
 
 import pickle
+import zlib
 from pathlib import Path
 
 import torch
@@ -21,11 +22,31 @@ TRAINING_STATE = "facegan-training-state-1"
 GENERATOR_SNAPSHOT = "facegan-generator-1"
 
 
+def tensor_checksums(obj, prefix: str = "") -> dict[str, int]:
+    """CRC-32 of every tensor's bytes in a nested dict/list, keyed by its path ('generator.to_rgb.weight').
+
+    torch.load reads a flipped bit in a tensor without complaint; these make it a clear error."""
+    if isinstance(obj, torch.Tensor):
+        data = obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        return {prefix: zlib.crc32(data)}
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    sums = {}
+    for key, value in items:
+        if key != "checksums":
+            sums.update(tensor_checksums(value, f"{prefix}.{key}" if prefix else str(key)))
+    return sums
+
+
 def atomic_save(obj, path: Path) -> Path:
-    """torch.save via a temporary file, fsync and rename: a crash leaves the old file or the new one."""
-    with atomic_write(path, "wb", fsync=True) as f:
+    """torch.save via a temporary file, fsync and rename: a crash leaves the old file or the new one.
+    A facegan checkpoint (a dict with a format) also carries the checksum of every tensor."""
+    path = Path(path)
+    if isinstance(obj, dict) and "format" in obj:
+        obj = {**obj, "checksums": tensor_checksums(obj)}
+    previous = path.stat().st_size if path.exists() else None  # about what the new one needs
+    with atomic_write(path, "wb", fsync=True, needed=previous) as f:
         torch.save(obj, f)
-    return Path(path)
+    return path
 
 
 # What each kind of file must hold: a file that names a format but lacks these is damaged.
@@ -61,6 +82,13 @@ def load(path, map_location="cpu") -> dict:
     if missing:
         raise FaceganError(f"checkpoint {path} is damaged: it lacks {', '.join(missing)}; "
                            f"pass another checkpoint of the run (checkpoints/epoch-NNNN.pt)")
+    if "checksums" in state:  # files written before checksums existed have none to check
+        expected, actual = state["checksums"], tensor_checksums(state)
+        wrong = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
+        if wrong:
+            raise FaceganError(f"checkpoint {path} is damaged: {len(wrong)} tensor(s) fail their checksum "
+                               f"({', '.join(wrong[:2])}{', ...' if len(wrong) > 2 else ''}), a changed bit on "
+                               f"disk; pass another checkpoint of the run (checkpoints/epoch-NNNN.pt)")
     return state
 
 

@@ -49,6 +49,8 @@ _TRAIN_OPTIONS = {
     "--render-seed": ("data.render_seed", dict(type=_non_negative_int, help="which built-in face set")),
     "--crop": ("data.crop", dict(type=_non_negative_int, metavar="PX",
                                  help="centre crop side in source pixels, e.g. CelebA 108/138/178; 0 = largest square")),
+    "--max-pixels": ("data.max_pixels", dict(type=_positive_int, metavar="N",
+                                             help="skip (and count) images with more pixels than this")),
     "--image-size": ("model.image_size", dict(type=int, choices=SUPPORTED_IMAGE_SIZES, help="training resolution")),
     "--conv-dim": ("model.conv_dim", dict(type=_positive_int, help="width of the first/last conv layer")),
     "--z-size": ("model.z_size", dict(type=_positive_int, help="latent vector length")),
@@ -286,7 +288,9 @@ def _add_data(subparsers) -> None:
                        default=_config_default("model.image_size"), help="side of the prepared images (default: %(default)s)")
         q.add_argument("--crop", type=_non_negative_int, default=0, metavar="PX")
         q.add_argument("--num-images", type=_positive_int, default=None, help="built-in faces only (20000)")
-        q.add_argument("--render-seed", type=_non_negative_int, default=0)
+        q.add_argument("--render-seed", type=_non_negative_int, default=0, help="which built-in face set (default: 0)")
+        q.add_argument("--max-pixels", type=_positive_int, default=_config_default("data.max_pixels"), metavar="N",
+                       help="skip (and count) images with more pixels than this (default: %(default)s)")
         if name == "preview":
             q.add_argument("--num", type=_positive_int, default=64, help="images in the grid (64)")
             q.add_argument("--out", default="preview.png", metavar="PNG")
@@ -305,7 +309,7 @@ def _data(args) -> None:
     from .data.prepare import prepare, summary
     from .images import save_grid
 
-    data = DataConfig(source=args.source, crop=args.crop, render_seed=args.render_seed)
+    data = DataConfig(source=args.source, crop=args.crop, render_seed=args.render_seed, max_pixels=args.max_pixels)
     if args.num_images:
         data.num_images = args.num_images
     if args.data_command == "preview" and args.source == "faces" and not args.num_images:

@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from pathlib import Path
+
+from .errors import FaceganError
+
+# "The disk is full" in its three forms: no space, over a quota, over a file-size limit (ulimit -f).
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def no_space_error(exc: BaseException, folder, needed: int | None = None) -> None:
+    """Raise one clear line if `exc` (or what it wraps) means the disk is full; else return."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            folder = Path(folder)
+            try:
+                free = f"{shutil.disk_usage(folder if folder.exists() else folder.parent).free / 2**20:,.0f} MiB free"
+            except OSError:
+                free = "free space unknown"
+            need = f"{needed / 2**20:,.0f} MiB needed, " if needed else ""
+            raise FaceganError(f"no space left to write in {folder} ({need}{free}): free some space, or "
+                               f"write elsewhere (--out for runs, FACEGAN_CACHE for the data cache)") from None
+        exc = exc.__cause__ or exc.__context__
 
 
 def temp_path(path: Path, suffix: str = "") -> Path:
@@ -16,12 +38,13 @@ def temp_path(path: Path, suffix: str = "") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "wb", fsync: bool = False, suffix: str = ""):
+def atomic_write(path, mode: str = "wb", fsync: bool = False, suffix: str = "", needed: int | None = None):
     """Open a temporary file for writing; on success rename it over `path`, on failure delete it.
 
     With `fsync` the bytes reach the disk before the rename, so a power cut cannot leave an empty
     file under the final name (checkpoints and caches want this; PNGs and plots do not need it).
-    Yields the open file, or, with mode=None, the temporary path for writers that take a name."""
+    Yields the open file, or, with mode=None, the temporary path for writers that take a name.
+    A full disk is one clear error naming the folder (and `needed` bytes, when the caller knows)."""
     path = Path(path)
     tmp = temp_path(path, suffix)
     try:
@@ -34,6 +57,9 @@ def atomic_write(path, mode: str = "wb", fsync: bool = False, suffix: str = ""):
                     f.flush()
                     os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+        no_space_error(exc, path.parent, needed)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

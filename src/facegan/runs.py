@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import checkpoints, distributed
 from .errors import FaceganError
-from .fileio import temp_path, write_text_atomic
+from .fileio import no_space_error, temp_path, write_text_atomic
 
 _RUN_NAME = re.compile(r"^(\d{5})-")
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)(\.[a-z]+)?$")  # fileio.temp_path's names
@@ -75,8 +75,12 @@ class RunFolder:
         write_text_atomic(self.config_json, json.dumps(config, indent=2) + "\n")
 
     def append_metrics(self, row: dict) -> None:
-        with open(self.metrics_jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.metrics_jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            no_space_error(exc, self.path)
+            raise
 
     def read_metrics(self, key: str | None = None) -> list[dict]:
         """The rows of metrics.jsonl (those holding `key`, if given); a torn last line is skipped."""

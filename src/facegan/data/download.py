@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FaceganError
-from ..fileio import write_text_atomic
+from ..fileio import no_space_error, write_text_atomic
 from ..paths import cache_root
 
 GDRIVE_URL = "https://drive.google.com/uc?export=download&id={id}"
@@ -248,7 +248,7 @@ def safe_unzip(archive: Path, folder: Path) -> int:
                 raise FaceganError(f"refusing to unzip {archive.name}: entry '{member.filename}' would land "
                                    f"outside {folder}")
         tmp.mkdir(parents=True)
-        written = 0
+        written, member = 0, None
         try:
             for member in members:
                 if member.is_dir():
@@ -263,6 +263,17 @@ def safe_unzip(archive: Path, folder: Path) -> int:
                             raise FaceganError(f"refusing to unzip {archive.name}: it expands past "
                                                f"{MAX_UNZIPPED_BYTES / 2**30:.0f} GiB")
                         dst.write(block)
+        except zipfile.BadZipFile as exc:  # a CRC mismatch: the download is damaged
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FaceganError(f"{archive} is damaged ({exc}): delete it and run the download again") from None
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FaceganError(f"refusing to unzip {archive.name}: entry '{member.filename}' clashes with another "
+                               f"entry (a file and a folder of the same name); the archive is not a face set") from None
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            no_space_error(exc, folder, needed=total)
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

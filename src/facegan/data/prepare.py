@@ -13,6 +13,7 @@ import io
 import json
 import os
 import time
+import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,12 +24,13 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import FaceganError
-from ..fileio import temp_path, write_text_atomic
+from ..fileio import no_space_error, temp_path, write_text_atomic
 from ..paths import cache_root
 from . import synthetic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CACHE_FORMAT = 1  # bump when decoding or the file layout changes
+MAX_IMAGE_BYTES = 64 * 2 ** 20  # one face image file; a zip entry larger than this is skipped unread
 _PARALLEL_MIN_ITEMS = 4000  # below this, worker start-up costs more than it saves
 _CHUNK = 256
 
@@ -53,7 +55,7 @@ def resolve_source(data: DataConfig) -> Source:
         return Source("faces", "", list(range(data.num_images)),
                       f"renderer{synthetic.RENDERER_VERSION}:seed{data.render_seed}:n{data.num_images}",
                       f"built-in faces ({data.num_images}, seed {data.render_seed})")
-    from .download import DATASETS, registered
+    from .download import DATASETS, MAX_RATIO, MAX_UNZIPPED_BYTES, registered
 
     if data.source in DATASETS and not Path(data.source).exists():
         path = registered(data.source)
@@ -80,9 +82,14 @@ def resolve_source(data: DataConfig) -> Source:
         return Source("folder", str(path), [str(f) for f in files], digest.hexdigest(), str(path))
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
-            members = sorted(i.filename for i in archive.infolist()
-                             if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTENSIONS
-                             and not Path(i.filename).name.startswith("._"))  # macOS resource forks
+            infos = [i for i in archive.infolist()
+                     if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTENSIONS
+                     and not Path(i.filename).name.startswith("._")]  # macOS resource forks
+        members = sorted(i.filename for i in infos)
+        total, packed = sum(i.file_size for i in infos), max(1, sum(i.compress_size for i in infos))
+        if total > MAX_UNZIPPED_BYTES or total / packed > MAX_RATIO:  # the download's unzip limits
+            raise FaceganError(f"refusing to read {path.name}: its images would expand to {total / 2**30:.1f} GiB "
+                               f"from {packed / 2**20:.1f} MiB (a zip bomb or a damaged archive)")
         if not members:
             raise FaceganError(f"zip {path} has no images: it must contain "
                                f"{'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files")
@@ -91,12 +98,25 @@ def resolve_source(data: DataConfig) -> Source:
     raise FaceganError(f"{path} is neither a folder nor a .zip file: pass a folder or .zip of face images")
 
 
-def decode_image(raw, image_size: int, crop: int = 0) -> np.ndarray:
+class TooLarge(Exception):
+    """An image over the pixel limit: skipped and counted, never decoded."""
+
+
+def decode_image(raw, image_size: int, crop: int = 0, max_pixels: int = 50_000_000) -> np.ndarray:
     """Any image file (path or bytes) -> uint8 (size, size, 3): RGB, centre crop, antialiased resize.
 
     `crop` is the side of the centred square to keep, in source pixels (CelebA's 108/138/178);
-    0 keeps the largest centred square. Small sources are upscaled."""
-    with Image.open(io.BytesIO(raw) if isinstance(raw, bytes) else raw) as img:
+    0 keeps the largest centred square. Small sources are upscaled. Images of more than
+    `max_pixels` raise TooLarge after reading only the header."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit here
+        try:
+            img = Image.open(io.BytesIO(raw) if isinstance(raw, bytes) else raw)
+        except Image.DecompressionBombError:
+            raise TooLarge from None
+    with img:
+        if img.size[0] * img.size[1] > max_pixels:
+            raise TooLarge
         source_width = img.size[0]
         side = min(crop, *img.size) if crop else min(img.size)
         if img.format == "JPEG":
@@ -115,24 +135,30 @@ def decode_image(raw, image_size: int, crop: int = 0) -> np.ndarray:
 _open_zips: dict[str, zipfile.ZipFile] = {}
 
 
-def _decode_chunk(kind: str, location: str, items: list, image_size: int, crop: int, render_seed: int):
-    """Decode one chunk of items -> (uint8 (k, S, S, 3) of the readable ones, number skipped)."""
+def _decode_chunk(kind: str, location: str, items: list, image_size: int, crop: int, render_seed: int,
+                  max_pixels: int = 50_000_000):
+    """Decode one chunk of items -> (uint8 (k, S, S, 3) of the readable ones, unreadable, too large)."""
     if kind == "faces":
-        return synthetic.render_faces(items, size=image_size, seed=render_seed), 0
-    images, skipped = [], 0
+        return synthetic.render_faces(items, size=image_size, seed=render_seed), 0, 0
+    images, unreadable, too_large = [], 0, 0
     for item in items:
         try:
             if kind == "zip":
                 archive = _open_zips.get(location) or _open_zips.setdefault(location, zipfile.ZipFile(location))
-                raw = archive.read(item)
+                with archive.open(item) as member:  # streamed and bounded: an entry's header can lie
+                    raw = member.read(MAX_IMAGE_BYTES + 1)
+                if len(raw) > MAX_IMAGE_BYTES:
+                    raise TooLarge
             else:
                 raw = item
-            images.append(decode_image(raw, image_size, crop))
+            images.append(decode_image(raw, image_size, crop, max_pixels))
+        except TooLarge:
+            too_large += 1
         except Exception:  # noqa: BLE001 - any unreadable file is skipped and counted, whatever the cause
-            skipped += 1
+            unreadable += 1
     if not images:
-        return np.empty((0, image_size, image_size, 3), np.uint8), skipped
-    return np.stack(images), skipped
+        return np.empty((0, image_size, image_size, 3), np.uint8), unreadable, too_large
+    return np.stack(images), unreadable, too_large
 
 
 @dataclass
@@ -143,9 +169,11 @@ class PreparedData:
     reused: bool         # True when an existing cache was used
 
 
-def _cache_key(source: Source, image_size: int, crop: int) -> str:
-    crop = 0 if source.kind == "faces" else crop  # the renderer draws at the final size; crop has no meaning
-    text = json.dumps([CACHE_FORMAT, source.kind, source.location, source.signature, image_size, crop])
+def _cache_key(source: Source, image_size: int, crop: int, max_pixels: int) -> str:
+    if source.kind == "faces":  # the renderer draws at the final size: crop and pixel limit have no meaning
+        crop, max_pixels = 0, 0
+    text = json.dumps([CACHE_FORMAT, source.kind, source.location, source.signature, image_size, crop]
+                      + ([max_pixels] if max_pixels else []))  # built-in face caches keep their keys
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -178,7 +206,7 @@ def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = 
     crop = 0 if source.kind == "faces" else data.crop
     if crop < 0:
         raise FaceganError(f"--crop {crop} is negative: use a side in pixels such as 108, or 0 for none")
-    key = _cache_key(source, image_size, crop)
+    key = _cache_key(source, image_size, crop, data.max_pixels)
     root = Path(cache_dir) if cache_dir else cache_root()
     array_path, record_path = root / f"{source.short_name}-{image_size}px-{key}.u8", root / f"{source.short_name}-{image_size}px-{key}.json"
     cached = _load_valid(array_path, record_path, key) if record_path.exists() else None
@@ -194,10 +222,10 @@ def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = 
     started = time.perf_counter()
     frame = image_size * image_size * 3
     tmp_path = temp_path(array_path)
-    written = skipped = 0
+    written = skipped = too_large = 0
     chunks = [source.items[i:i + _CHUNK] for i in range(0, len(source.items), _CHUNK)]
     args = (source.kind, source.location)
-    options = (image_size, crop, data.render_seed)
+    options = (image_size, crop, data.render_seed, data.max_pixels)
     bar = _progress_bar(len(source.items), f"preparing {source.describe}", progress)
     try:
         with open(tmp_path, "wb") as out:
@@ -207,31 +235,38 @@ def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = 
                 # spawn, not fork: the parent may hold torch's thread pools, which fork can deadlock.
                 with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                     results = pool.map(_decode_chunk, *zip(*[(*args, c, *options) for c in chunks]))
-                    for chunk, (images, bad) in zip(chunks, results):
+                    for chunk, (images, bad, large) in zip(chunks, results):
                         out.write(images.tobytes())
-                        written, skipped = written + len(images), skipped + bad
+                        written, skipped, too_large = written + len(images), skipped + bad, too_large + large
                         bar.update(len(chunk))
             else:
                 for chunk in chunks:
-                    images, bad = _decode_chunk(*args, chunk, *options)
+                    images, bad, large = _decode_chunk(*args, chunk, *options)
                     out.write(images.tobytes())
-                    written, skipped = written + len(images), skipped + bad
+                    written, skipped, too_large = written + len(images), skipped + bad, too_large + large
                     bar.update(len(chunk))
             out.flush()
             os.fsync(out.fileno())
         bar.close()
         if written == 0:
+            if too_large:
+                raise FaceganError(f"none of the {len(source.items)} images in {source.describe} could be used: "
+                                   f"{too_large} are over --max-pixels {data.max_pixels:,}; raise --max-pixels")
             raise FaceganError(f"none of the {len(source.items)} images in {source.describe} could be read "
                                f"(all corrupt or not images): check the files, or point --data elsewhere")
         os.replace(tmp_path, array_path)
         record = {
             "key": key, "format": CACHE_FORMAT, "source": source.describe, "kind": source.kind,
             "image_size": image_size, "crop": crop, "shape": [written, image_size, image_size, 3],
-            "found": len(source.items), "used": written, "skipped": skipped,
+            "found": len(source.items), "used": written, "skipped": skipped, "too_large": too_large,
+            "max_pixels": data.max_pixels,
             "bytes": written * frame, "checksum": _checksum(array_path),
             "seconds": round(time.perf_counter() - started, 2),
         }
         write_text_atomic(record_path, json.dumps(record, indent=1))  # the commit point: only now is the cache valid
+    except OSError as exc:
+        no_space_error(exc, root, needed=len(source.items) * frame)
+        raise
     finally:
         bar.close()
         tmp_path.unlink(missing_ok=True)
@@ -243,6 +278,8 @@ def summary(prepared: PreparedData) -> str:
     """One line: what was found, used and skipped, and where the cache lives."""
     r = prepared.record
     skipped = f", {r['skipped']} unreadable skipped" if r["skipped"] else ""
+    if r.get("too_large"):
+        skipped += f", {r['too_large']} over --max-pixels {r['max_pixels']:,} skipped"
     how = "reused cache" if prepared.reused else f"prepared in {r['seconds']:.1f}s"
     return (f"{r['source']}: {r['used']} of {r['found']} images at {r['image_size']}x{r['image_size']}"
             f"{skipped} ({r['bytes'] / 2**20:.1f} MiB, {how}: {prepared.path})")
