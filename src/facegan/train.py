@@ -15,15 +15,15 @@ from pathlib import Path
 import torch
 
 from . import checkpoints, distributed
-from .config import TrainConfig
 from .augment import instance_noise, instance_noise_std
+from .config import TrainConfig
 from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare, summary
 from .device import (adam_options, autocast_factory, check_fits, default_channels_last, resolve_amp,
                      resolve_device)
 from .errors import FaceganError
-from .interrupt import StopRequest
 from .images import plot_eval, plot_losses, save_grid, to_uint8
+from .interrupt import StopRequest
 from .losses import GANLoss, make_loss
 from .models import build_models, training_bytes
 from .monitor import Monitor
@@ -42,11 +42,14 @@ def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torc
     (noise for the reals, noise for the fakes), added to what D sees in both phases (instance
     noise). Returns (loss_d, loss_g, mean D(x), mean D(G(z))) as one detached tensor: no host sync here."""
     frozen_d = discriminator_in_g_step if discriminator_in_g_step is not None else discriminator
-    real_noise, fake_noise = input_noise if input_noise is not None else (0.0, 0.0)
+    if input_noise is None:  # no extra pass over the batch when the noise has faded out
+        seen_real, noisy_fake = real, (lambda images: images)
+    else:
+        seen_real, noisy_fake = real + input_noise[0], (lambda images: images + input_noise[1])
     with autocast():
         fake = generator(z)
-        real_logits = discriminator(real + real_noise)
-        fake_logits = discriminator(fake.detach() + fake_noise)
+        real_logits = discriminator(seen_real)
+        fake_logits = discriminator(noisy_fake(fake.detach()))
         loss_d = loss.d_loss(real_logits.float(), fake_logits.float())
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -56,7 +59,7 @@ def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torc
     # not D's weight gradients, which the textbook step computes and then throws away.
     frozen_d.requires_grad_(False)
     with autocast():
-        loss_g = loss.g_loss(frozen_d(fake + fake_noise).float())
+        loss_g = loss.g_loss(frozen_d(noisy_fake(fake)).float())
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
