@@ -92,14 +92,6 @@ def load(path, map_location="cpu") -> dict:
     return state
 
 
-def require_training_state(state: dict, path) -> None:
-    """Resume needs the full training state; a generator snapshot has no D and no optimisers."""
-    if state.get("format") == GENERATOR_SNAPSHOT:
-        last = Path(path).resolve().parent / "checkpoints" / "last.pt"
-        raise FaceganError(f"{path} is a generator snapshot, which cannot resume training (it holds no "
-                           f"discriminator or optimiser state): resume from {last} or the run folder")
-
-
 # Options added after checkpoints existed -> the value that reproduces how older checkpoints were
 # trained (a config file may leave an option out and get today's default; a checkpoint may not).
 _BEFORE_OPTION_EXISTED = {"instance_noise": 0.0}

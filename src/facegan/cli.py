@@ -195,7 +195,7 @@ def _generate(args) -> None:
         paths = write_per_seed(images, seeds, args.outdir)
         print(f"wrote {len(paths)} images to {args.outdir} (seed{seeds[0]:04d}.png ...)")
     else:
-        out = Path(args.out) if args.out else run_of(checkpoint).path / "generated.png"
+        out = Path(args.out) if args.out else run_of(checkpoint).generated_png
         save_grid(images, out)
         print(f"wrote a grid of {len(images)} faces to {out}")
 
@@ -222,7 +222,7 @@ def _interpolate(args) -> None:
     checkpoint = resolve_checkpoint(args.checkpoint, args.runs, prefer="generator")
     generator, _ = load_generator(checkpoint, device)
     images = interpolate(generator, args.from_seed, args.to_seed, args.steps, device)
-    out = Path(args.out) if args.out else run_of(checkpoint).path / "interpolation.png"
+    out = Path(args.out) if args.out else run_of(checkpoint).interpolation_png
     save_grid(images, out, columns=args.steps)
     print(f"wrote {args.steps} faces from seed {args.from_seed} to seed {args.to_seed} to {out}")
 

@@ -60,12 +60,16 @@ class RunFolder:
     losses_png = property(lambda self: self.path / "losses.png")
     eval_png = property(lambda self: self.path / "eval.png")
     generator_pt = property(lambda self: self.path / "generator.pt")
+    generated_png = property(lambda self: self.path / "generated.png")          # facegan generate's default
+    interpolation_png = property(lambda self: self.path / "interpolation.png")  # facegan interpolate's default
     checkpoint_dir = property(lambda self: self.path / "checkpoints")
     last_pt = property(lambda self: self.checkpoint_dir / "last.pt")
     best_pt = property(lambda self: self.checkpoint_dir / "best.pt")
 
+    samples_dir = property(lambda self: self.path / "samples")
+
     def samples_png(self, name: str) -> Path:
-        return self.path / "samples" / f"{name}.png"
+        return self.samples_dir / f"{name}.png"
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoint_dir / f"epoch-{epoch:04d}.pt"
@@ -140,7 +144,7 @@ class RunFolder:
 
     def _remove_dead_temp_files(self) -> None:
         """Temporary files a killed writer left (.last.pt.tmp1234): never valid, never cleaned up otherwise."""
-        for folder in (self.path, self.checkpoint_dir, self.path / "samples"):
+        for folder in (self.path, self.checkpoint_dir, self.samples_dir):
             for tmp in folder.glob(".*.tmp*") if folder.is_dir() else ():
                 match = _TEMP_NAME.match(tmp.name)
                 if match and not _alive(int(match.group(1))):
@@ -226,6 +230,14 @@ def resolve_checkpoint(target, root, prefer: str = "last") -> Path:
             return candidate
     raise FaceganError(f"{run.path} has no checkpoint yet (no checkpoints/last.pt): train first, "
                        f"or pass a checkpoint file")
+
+
+def require_training_state(state: dict, checkpoint) -> None:
+    """Resume needs the full training state; a generator snapshot has no D and no optimisers."""
+    if state.get("format") == checkpoints.GENERATOR_SNAPSHOT:
+        raise FaceganError(f"{checkpoint} is a generator snapshot, which cannot resume training (it holds no "
+                           f"discriminator or optimiser state): resume from {run_of(checkpoint).last_pt} "
+                           f"or the run folder")
 
 
 def run_of(checkpoint) -> RunFolder:

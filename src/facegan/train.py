@@ -27,7 +27,7 @@ from .interrupt import StopRequest
 from .losses import GANLoss, make_loss
 from .models import build_models, training_bytes
 from .monitor import Monitor
-from .runs import RunFolder, run_for_training, run_name_of
+from .runs import RunFolder, require_training_state, run_for_training, run_name_of
 
 METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
 
@@ -340,7 +340,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         if resume_from is not None and state is None:
             state = checkpoints.load(resume_from)
         if state is not None:
-            checkpoints.require_training_state(state, resume_from)
+            require_training_state(state, resume_from)
             cfg = distributed.keep_global_batch(cfg, state.get("world_size", 1), world, log)
         if not world.is_main:
             distributed.barrier(world)  # rank 0 builds the data cache; the others then reuse it
@@ -361,7 +361,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         if result["stopped"] == "interrupted":
             raise KeyboardInterrupt  # saved already; the caller (a shell: exit status 130) learns it was a Ctrl-C
         log(f"finished at epoch {result['epoch']}, step {result['step']} ({result['stopped']}); "
-            f"samples in {run_dir / 'samples'}")
+            f"samples in {trainer.run_folder.samples_dir}")
         return run_dir
     finally:
         distributed.shutdown(world)
