@@ -14,7 +14,8 @@ def test_shapes_for_every_size_and_head(size, head):
     generator, discriminator = build_models(cfg)
     images = generator(torch.randn(3, 16))
     assert images.shape == (3, 3, size, size)
-    assert discriminator(images).shape == (3,)
+    # the head's natural shape, as the PyTorch tutorial (conv head) and the course notebooks (linear) expect
+    assert discriminator(images).shape == ((3, 1, 1, 1) if head == "conv" else (3, 1))
 
 
 @pytest.mark.parametrize("layers,final", [(3, 4), (4, 2)])
@@ -82,7 +83,7 @@ def test_mlp_baseline_shapes(size):
     generator, discriminator = build_models(mlp)
     assert not any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in generator.modules())
     images = generator(torch.randn(2, mlp.z_size))
-    assert images.shape == (2, 3, size, size) and discriminator(images).shape == (2,)
+    assert images.shape == (2, 3, size, size) and discriminator(images).shape == (2, 1)
     assert images.min() >= -1 and images.max() <= 1
 
 
@@ -101,4 +102,31 @@ def test_mlp_baseline_trains_and_generates_end_to_end(tmp_path):
     faces = generate(generator, [4, 1, 9], batch_size=2)
     assert faces.shape == (3, 32, 32, 3)
     assert np.array_equal(faces[1], generate(generator, [1], batch_size=1)[0])
-    assert interpolate(generator, 0, 1, steps=3).shape == (3, 32, 32, 3)
+    assert interpolate(generator, [0, 1], frames=3).shape == (3, 32, 32, 3)
+
+
+def test_networks_take_config_fields_by_keyword_as_notebooks_write_them():
+    torch.manual_seed(0)
+    by_keyword = Generator(z_size=16, conv_dim=8, image_size=64)
+    torch.manual_seed(0)
+    by_config = Generator(ModelConfig(z_size=16, conv_dim=8, image_size=64))
+    assert by_keyword.config == by_config.config
+    assert all(torch.equal(a, b) for a, b in zip(by_keyword.state_dict().values(), by_config.state_dict().values()))
+    assert Discriminator(conv_dim=8, image_size=64, d_head="linear")(torch.randn(2, 3, 64, 64)).shape == (2, 1)
+    with pytest.raises(FaceganError, match="image size 48"):
+        Generator(image_size=48)
+    with pytest.raises(TypeError):
+        Generator(ModelConfig(), conv_dim=8)
+
+
+@pytest.mark.parametrize("shape", [(4,), (4, 1), (4, 1, 1, 1)])
+def test_losses_accept_every_natural_logits_shape(shape):
+    from facegan.losses import LOSSES, fake_loss, real_loss
+    real, fake = torch.linspace(-2, 2, 4), torch.linspace(1, -1, 4)
+    for name, cls in LOSSES.items():
+        loss = cls(real_label=0.9)
+        assert torch.allclose(loss.d_loss(real.reshape(shape), fake.reshape(shape)), loss.d_loss(real, fake)), name
+        assert torch.allclose(loss.g_loss(fake.reshape(shape)), loss.g_loss(fake)), name
+    bce = LOSSES["bce"](real_label=0.9)
+    assert torch.allclose(real_loss(real.reshape(shape), smooth=True) + fake_loss(fake.reshape(shape)),
+                          bce.d_loss(real, fake))

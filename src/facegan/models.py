@@ -2,8 +2,13 @@
 
 With L = cfg.layers strided layers, S = cfg.image_size, s0 = S / 2**L (cfg.final_size) and
 C = cfg.conv_dim, the discriminator halves the side and doubles the channels L times:
-(N, 3, S, S) -> (N, C, S/2, S/2) -> ... -> (N, C*2**(L-1), s0, s0) -> head -> (N,) logits,
+(N, 3, S, S) -> (N, C, S/2, S/2) -> ... -> (N, C*2**(L-1), s0, s0) -> head -> logits,
 and the generator mirrors it from z. Default 64x64: 4 layers, 64 -> 32 -> 16 -> 8 -> 4.
+
+Every network takes a ModelConfig or its fields by keyword, as notebooks write them:
+Generator(z_size=100, conv_dim=64, image_size=64) == Generator(ModelConfig(z_size=100, conv_dim=64, image_size=64)).
+D returns its head's natural shape, as the PyTorch tutorial and the course notebooks expect:
+(N, 1, 1, 1) for the all-conv head, (N, 1) for the linear head and the MLP; the losses take either.
 """
 
 from __future__ import annotations
@@ -16,12 +21,19 @@ from torch import nn
 from .config import ModelConfig
 
 
+def _model_config(cfg: ModelConfig | None, options: dict) -> ModelConfig:
+    """A config object, or ModelConfig's fields by keyword (validated there), but not both."""
+    if cfg is not None and options:
+        raise TypeError("pass a ModelConfig or keyword options such as conv_dim=64, not both")
+    return cfg if cfg is not None else ModelConfig(**options)
+
+
 class Discriminator(nn.Module):
     """Strided convolutions, no pooling; BatchNorm on all but the first layer; LeakyReLU(0.2)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig | None = None, **options):
         super().__init__()
-        self.config = cfg
+        self.config = cfg = _model_config(cfg, options)
         blocks = []
         channels_in, side = 3, cfg.image_size
         for i in range(cfg.layers):
@@ -46,16 +58,17 @@ class Discriminator(nn.Module):
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels_in * side * side, 1))  # (N, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, S, S) in [-1, 1] -> raw logits (N,); the loss applies any sigmoid."""
-        return self.head(self.features(images)).flatten()  # (N,)
+        """Images (N, 3, S, S) in [-1, 1] -> raw logits, (N, 1, 1, 1) or (N, 1) by head; the loss applies
+        any sigmoid."""
+        return self.head(self.features(images))
 
 
 class Generator(nn.Module):
     """z -> transposed convolutions with BatchNorm and ReLU -> tanh image in [-1, 1]."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig | None = None, **options):
         super().__init__()
-        self.config = cfg
+        self.config = cfg = _model_config(cfg, options)
         top = cfg.conv_dim * 2 ** (cfg.layers - 1)
         # Project z (a 1x1 map) to the smallest feature map with one s0 x s0 transposed convolution.
         self.project = _up_block(
@@ -81,9 +94,9 @@ class Generator(nn.Module):
 class MLPGenerator(nn.Module):
     """The non-convolutional baseline: z -> fully connected layers (ReLU) -> tanh image."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig | None = None, **options):
         super().__init__()
-        self.config = cfg
+        self.config = cfg = _model_config(cfg, options)
         width, size = cfg.conv_dim * 8, cfg.image_size
         self.net = nn.Sequential(
             nn.Flatten(),                                        # (N, z)
@@ -101,9 +114,9 @@ class MLPGenerator(nn.Module):
 class MLPDiscriminator(nn.Module):
     """The non-convolutional baseline: flattened image -> fully connected layers (LeakyReLU 0.2) -> logit."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig | None = None, **options):
         super().__init__()
-        self.config = cfg
+        self.config = cfg = _model_config(cfg, options)
         width, size = cfg.conv_dim * 8, cfg.image_size
         layers = [nn.Flatten()]                                  # (N, 3*S*S)
         for n_in, n_out in ((3 * size * size, 4 * width), (4 * width, 2 * width), (2 * width, width)):
@@ -114,7 +127,7 @@ class MLPDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).flatten()  # (N,)
+        return self.net(images)  # (N, 1)
 
 
 def _up_block(conv: nn.Module, channels: int, batchnorm: bool) -> nn.Sequential:
