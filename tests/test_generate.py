@@ -1,9 +1,19 @@
 import numpy as np
 import pytest
+import torch
 
 from facegan.config import DataConfig, ModelConfig, TrainConfig
 from facegan.errors import FaceganError
-from facegan.generate import generate, interpolate, load_generator, parse_seeds, write_per_seed
+from facegan.generate import (
+    generate,
+    interpolate,
+    latent_walk,
+    latents,
+    load_generator,
+    parse_seeds,
+    write_per_seed,
+)
+from facegan.images import save_animation, save_grid
 from facegan.train import train
 
 
@@ -39,9 +49,53 @@ def test_one_file_per_seed_named_by_seed(trained_run, tmp_path):
     assert [p.name for p in paths] == ["seed0003.png", "seed0012.png"]
 
 
-def test_interpolation_ends_at_the_two_seeds(trained_run):
+@pytest.mark.parametrize("slerp", [False, True])
+def test_interpolation_passes_through_every_seed(trained_run, slerp):
     generator, _ = load_generator(trained_run / "generator.pt")
-    path = interpolate(generator, 3, 9, steps=5)
-    ends = generate(generator, [3, 9])
-    assert path.shape[0] == 5
-    assert np.abs(path[0].astype(int) - ends[0]).max() <= 1 and np.abs(path[-1].astype(int) - ends[1]).max() <= 1
+    path = interpolate(generator, [3, 9, 4], frames=5, slerp=slerp)
+    keys = generate(generator, [3, 9, 4])
+    assert path.shape[0] == 9  # two legs of 5 frames sharing seed 9's
+    for index, key in zip((0, 4, 8), keys):
+        assert np.abs(path[index].astype(int) - key).max() <= 1
+
+
+def test_walk_there_and_back_and_slerp_keeps_the_norm():
+    keys = torch.randn(2, 512, generator=torch.Generator().manual_seed(0))
+    there_and_back = latent_walk(keys, 6, loop=True)
+    assert len(there_and_back) == 10 and torch.equal(there_and_back[7], there_and_back[3])
+    middle = lambda walk: walk[len(walk) // 2].norm() / keys[0].norm()
+    assert middle(latent_walk(keys, 5, slerp=True)) > 0.97  # on the sphere, as Gaussian z are
+    assert middle(latent_walk(keys, 5, slerp=False)) < 0.8  # lerp cuts the corner toward the mean
+    with pytest.raises(FaceganError, match="at least 2 seeds"):
+        latent_walk(keys[:1], 5)
+
+
+def test_truncation_pulls_latents_toward_the_mean(trained_run):
+    z = latents([5, 6], 16)
+    assert torch.allclose(latents([5, 6], 16, truncation=0.5), 0.5 * z)
+    generator, _ = load_generator(trained_run / "generator.pt")
+    spread = lambda faces: faces.astype(float).std(axis=0).mean()
+    seeds = list(range(16))
+    assert spread(generate(generator, seeds, truncation=0.0)) == 0  # psi 0: every seed is the mean face
+    assert spread(generate(generator, seeds, truncation=0.5)) < spread(generate(generator, seeds))
+    with pytest.raises(FaceganError, match="truncation 3"):
+        latents([1], 16, truncation=3)
+
+
+@pytest.mark.parametrize("suffix,magic", [(".png", b"\x89PNG"), (".jpg", b"\xff\xd8"), (".webp", b"RIFF")])
+def test_image_format_follows_the_file_name(tmp_path, suffix, magic):
+    path = save_grid(np.zeros((4, 8, 8, 3), np.uint8), tmp_path / f"grid{suffix}")
+    assert path.read_bytes().startswith(magic)
+
+
+def test_animation_is_a_real_multi_frame_file(tmp_path):
+    from PIL import Image
+    frames = np.stack([np.full((8, 8, 3), 40 * i, np.uint8) for i in range(5)])
+    for name in ("walk.gif", "walk.webp"):
+        path = save_animation(frames, tmp_path / name, fps=10)
+        with Image.open(path) as animation:
+            assert animation.n_frames == 5 and animation.is_animated
+    with pytest.raises(FaceganError, match="end the file name in .gif, .webp"):
+        save_animation(frames, tmp_path / "walk.mp4")
+    with pytest.raises(FaceganError, match="end the file name in .jpeg, .jpg, .png, .webp"):
+        save_grid(frames, tmp_path / "grid.bmp")

@@ -13,7 +13,7 @@ import torch
 from . import checkpoints
 from .config import TrainConfig
 from .errors import FaceganError
-from .images import save_png, to_uint8
+from .images import save_image, to_uint8
 from .models import make_generator
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
@@ -36,45 +36,80 @@ def load_generator(checkpoint, device="cpu") -> tuple[torch.nn.Module, TrainConf
     return generator_from_state(checkpoints.load(checkpoint), device)
 
 
-def generator_from_state(state: dict, device="cpu") -> tuple[torch.nn.Module, TrainConfig]:
+def generator_weights(state: dict, ema: bool = True) -> tuple[dict, bool]:
+    """(G's state dict, whether it is the EMA one): the moving average of G's weights when the
+    checkpoint holds one and `ema` is on, since it draws the cleaner faces; else the raw G."""
+    if ema and state.get("generator_ema") is not None:
+        return state["generator_ema"], True
+    return state["generator"], False
+
+
+def generator_from_state(state: dict, device="cpu", ema: bool = True) -> tuple[torch.nn.Module, TrainConfig]:
     cfg = checkpoints.config_of(state)
     generator = make_generator(cfg.model)
     try:
-        generator.load_state_dict(state["generator"])
+        generator.load_state_dict(generator_weights(state, ema)[0])
     except RuntimeError:
         raise FaceganError("the checkpoint's weights do not match the model its config describes: the file is "
                            "damaged or was edited") from None
     return generator.to(device).eval(), cfg
 
 
-def latents(seeds, z_size: int) -> torch.Tensor:
-    """(len(seeds), z_size) with row i a function of seeds[i] alone."""
-    return torch.stack([torch.randn(z_size, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+def latents(seeds, z_size: int, truncation: float = 1.0) -> torch.Tensor:
+    """(len(seeds), z_size) with row i a function of seeds[i] alone.
+
+    truncation psi < 1 pulls each z toward the mean latent (zero for DCGAN's N(0, I) prior),
+    z' = mean + psi * (z - mean): faces nearer the typical one, cleaner but less varied."""
+    if not 0.0 <= truncation <= 2.0:
+        raise FaceganError(f"truncation {truncation} is out of range: use 0 to 1 (1 = off; 0.7 is a common choice)")
+    z = torch.stack([torch.randn(z_size, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    return z * truncation
 
 
 @torch.no_grad()
-def generate(generator, seeds, batch_size: int = 64, device="cpu") -> np.ndarray:
-    """uint8 (len(seeds), S, S, 3), one face per seed."""
-    z = latents(seeds, generator.config.z_size)
+def generate_from_latents(generator, z: torch.Tensor, batch_size: int = 64, device="cpu") -> np.ndarray:
+    """uint8 (len(z), S, S, 3); eval mode makes each image independent of the batch it shares."""
     parts = [to_uint8(generator(z[i:i + batch_size].to(device))) for i in range(0, len(z), batch_size)]
     return np.concatenate(parts) if parts else np.empty((0,) * 4, np.uint8)
 
 
-@torch.no_grad()
-def interpolate(generator, seed_a: int, seed_b: int, steps: int = 8, device="cpu") -> np.ndarray:
-    """Faces along the spherical path between two seeds' latents (slerp suits Gaussian z)."""
-    z = latents([seed_a, seed_b], generator.config.z_size)
-    a, b = z[0], z[1]
+def generate(generator, seeds, batch_size: int = 64, device="cpu", truncation: float = 1.0) -> np.ndarray:
+    """uint8 (len(seeds), S, S, 3), one face per seed."""
+    return generate_from_latents(generator, latents(seeds, generator.config.z_size, truncation), batch_size, device)
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation, rows t (T, 1): keeps |z| near that of Gaussian samples, where lerp's
+    midpoints shrink toward the mean and look washed out."""
     omega = torch.arccos(torch.clamp(torch.dot(a / a.norm(), b / b.norm()), -1.0, 1.0))
-    t = torch.linspace(0.0, 1.0, steps)[:, None]
     if omega.abs() < 1e-6:
-        path = (1 - t) * a + t * b
-    else:
-        path = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
-    return to_uint8(generator(path.to(device)))
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
-def write_per_seed(images: np.ndarray, seeds, outdir) -> list[Path]:
-    """One PNG per seed, named seed0042.png."""
+def latent_walk(keys: torch.Tensor, frames: int, slerp: bool = False, loop: bool = False) -> torch.Tensor:
+    """A path through the latents `keys` (K, z): `frames` per leg from each key to the next, keys
+    included once; loop=True adds the way back (there and back) for an animation that repeats smoothly."""
+    if len(keys) < 2 or frames < 2:
+        raise FaceganError("an interpolation needs at least 2 seeds and 2 frames")
+    t = torch.linspace(0.0, 1.0, frames)[:, None]
+    legs = []
+    for i in range(len(keys) - 1):
+        a, b = keys[i], keys[i + 1]
+        leg = _slerp(a, b, t) if slerp else (1 - t) * a + t * b
+        legs.append(leg if i == 0 else leg[1:])  # the shared key once
+    path = torch.cat(legs)
+    return torch.cat([path, path.flip(0)[1:-1]]) if loop else path
+
+
+def interpolate(generator, seeds, frames: int = 8, device="cpu", slerp: bool = False, loop: bool = False,
+                truncation: float = 1.0, batch_size: int = 64) -> np.ndarray:
+    """uint8 faces (T, S, S, 3) along the walk through the seeds' latents."""
+    keys = latents(seeds, generator.config.z_size, truncation)
+    return generate_from_latents(generator, latent_walk(keys, frames, slerp, loop), batch_size, device)
+
+
+def write_per_seed(images: np.ndarray, seeds, outdir, extension: str = "png") -> list[Path]:
+    """One file per seed, named seed0042.png (or .jpg, .webp)."""
     outdir = Path(outdir)
-    return [save_png(image, outdir / f"seed{seed:04d}.png") for image, seed in zip(images, seeds)]
+    return [save_image(image, outdir / f"seed{seed:04d}.{extension}") for image, seed in zip(images, seeds)]

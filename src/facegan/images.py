@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import FaceganError
 from .fileio import atomic_write
 from .metrics.registry import RESULT_TITLES
 
@@ -32,22 +33,60 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
     return grid
 
 
-def save_png(image: np.ndarray, path, upscale: int = 1) -> Path:
-    """Write a uint8 (H, W, 3) array as PNG, via a temporary file so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+# File name suffix -> Pillow format: the one place that says what an output file name may end in.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP"}
+_SAVE_OPTIONS = {"JPEG": dict(quality=95), "WEBP": dict(quality=95)}  # small faces lose detail at the defaults
+
+
+def _format_of(path: Path, formats: dict, what: str) -> str:
+    try:
+        return formats[path.suffix.lower()]
+    except KeyError:
+        raise FaceganError(f"cannot write {what} to {path.name}: end the file name in "
+                           f"{', '.join(sorted(formats))}") from None
+
+
+def _upscaled(image: np.ndarray, upscale: int) -> Image.Image:
     picture = Image.fromarray(image)
     if upscale > 1:  # small training images are hard to judge at 1:1
         picture = picture.resize((picture.width * upscale, picture.height * upscale), Image.NEAREST)
+    return picture
+
+
+def save_image(image: np.ndarray, path, upscale: int = 1) -> Path:
+    """Write a uint8 (H, W, 3) array as PNG, JPEG or WebP by the file name's suffix, via a temporary
+    file so readers never see half a file."""
+    path = Path(path)
+    image_format = _format_of(path, IMAGE_FORMATS, "an image")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as f:
-        picture.save(f, format="PNG")
+        _upscaled(image, upscale).save(f, format=image_format, **_SAVE_OPTIONS.get(image_format, {}))
     return path
 
 
+def save_animation(frames: np.ndarray, path, fps: float = 12.0, upscale: int = 1) -> Path:
+    """Write uint8 frames (T, H, W, 3) as a looping GIF or animated WebP by the file name's suffix."""
+    path = Path(path)
+    image_format = _format_of(path, ANIMATION_FORMATS, "an animation")
+    pictures = [_upscaled(frame, upscale) for frame in frames]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # WebP lossless: small faces keep their detail, and frames that differ by a few levels stay frames
+    options = dict(lossless=True) if image_format == "WEBP" else {}
+    with atomic_write(path, "wb") as f:
+        pictures[0].save(f, format=image_format, save_all=True, append_images=pictures[1:],
+                         duration=round(1000 / fps), loop=0, **options)
+    return path
+
+
+def grid_upscale(images: np.ndarray) -> int:
+    """How much to enlarge images of this size so 32x32 faces are still readable on screen."""
+    return max(1, 128 // images.shape[1])
+
+
 def save_grid(images: np.ndarray, path, columns: int | None = None) -> Path:
-    """Grid of uint8 images, upscaled so 32x32 faces are still readable on screen."""
-    upscale = max(1, 128 // images.shape[1])
-    return save_png(make_grid(images, columns), path, upscale=upscale)
+    """Grid of uint8 images (N, H, W, 3), upscaled to be readable; the format follows the file name."""
+    return save_image(make_grid(images, columns), path, upscale=grid_upscale(images))
 
 
 def _pyplot():
