@@ -6,8 +6,10 @@ finding runs. Nothing else in facegan spells a run-folder file name.
         metrics.jsonl      one JSON row per log window, evaluation, diversity check or alert
         reals.png          the first training images, beside which samples are judged
         samples/NAME.png   fixed-z progress grids (epoch-NNNN, step-NNNNNNN)
+        tensorboard/       event files, with --tensorboard
         losses.png eval.png
         generator.pt       light generator snapshot: what generate/evaluate read
+        progress.json      step and epoch of checkpoints/last.pt (what 'facegan runs' shows, without loading it)
         checkpoints/       last.pt, epoch-NNNN.pt (the newest few), best.pt: full training states
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from . import checkpoints, distributed
 from .errors import FaceganError
 from .fileio import no_space_error, temp_path, write_text_atomic
+from .metrics.registry import RESULT_TITLES
 
 _RUN_NAME = re.compile(r"^(\d{5})-")
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)(\.[a-z]+)?$")  # fileio.temp_path's names
@@ -60,6 +63,7 @@ class RunFolder:
     losses_png = property(lambda self: self.path / "losses.png")
     eval_png = property(lambda self: self.path / "eval.png")
     generator_pt = property(lambda self: self.path / "generator.pt")
+    progress_json = property(lambda self: self.path / "progress.json")          # step/epoch of last.pt, for listings
     generated_png = property(lambda self: self.path / "generated.png")          # facegan generate's default
     interpolation_png = property(lambda self: self.path / "interpolation.png")  # facegan interpolate's default
     checkpoint_dir = property(lambda self: self.path / "checkpoints")
@@ -67,6 +71,7 @@ class RunFolder:
     best_pt = property(lambda self: self.checkpoint_dir / "best.pt")
 
     samples_dir = property(lambda self: self.path / "samples")
+    tensorboard_dir = property(lambda self: self.path / "tensorboard")         # --tensorboard's event files
 
     def samples_png(self, name: str) -> Path:
         return self.samples_dir / f"{name}.png"
@@ -155,6 +160,8 @@ class RunFolder:
         """checkpoints/last.pt; at an epoch end also epoch-NNNN.pt, keeping the newest `keep`."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         last = checkpoints.atomic_save(state, self.last_pt)
+        write_text_atomic(self.progress_json, json.dumps({"step": state["step"], "epoch": state["epoch"],
+                                                          "step_in_epoch": state["step_in_epoch"]}) + "\n")
         if epoch is not None:
             numbered = self.epoch_checkpoint(epoch)
             tmp = temp_path(numbered)
@@ -200,36 +207,119 @@ def new_run(root, name: str) -> RunFolder:
     return RunFolder(run)
 
 
+def _run_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and _RUN_NAME.match(p.name)) if root.is_dir() else []
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "checkpoints").is_dir() or (path / "generator.pt").is_file()
+
+
 def latest_run(root) -> RunFolder:
     """The highest-numbered run under root that has a checkpoint."""
     root = Path(root)
-    runs = sorted((p for p in root.iterdir() if _RUN_NAME.match(p.name) and RunFolder(p).last_pt.is_file()),
-                  key=lambda p: p.name) if root.is_dir() else []
+    runs = [p for p in _run_folders(root) if RunFolder(p).last_pt.is_file()]
     if not runs:
         raise FaceganError(f"no run with a checkpoint under {root}/: train one first with 'facegan train', "
                            f"or pass a run folder or checkpoint file")
     return RunFolder(runs[-1])
 
 
-def resolve_checkpoint(target, root, prefer: str = "last") -> Path:
-    """A run folder, a checkpoint file, 'latest' or None -> a checkpoint file.
+def _run_by_id(target: str, root: Path) -> RunFolder:
+    """A run under root named by its id: the full name (00003-faces32), its number (3 or 00003) or a
+    prefix of the name (00003, 00003-fa)."""
+    folders = _run_folders(root)
+    exact = [p for p in folders if p.name == target]
+    if target.isdigit():
+        exact += [p for p in folders if int(_RUN_NAME.match(p.name).group(1)) == int(target)]
+    matches = sorted(set(exact)) or [p for p in folders if p.name.startswith(target)]
+    if len(matches) == 1:
+        return RunFolder(matches[0])
+    if not matches:
+        raise FaceganError(f"{target} is neither a file, a folder, nor a run id under {root}/: pass a run folder, "
+                           f"a checkpoint file, 'latest', or a run id from 'facegan runs {root}'")
+    names = ", ".join(p.name for p in matches[:5]) + (", ..." if len(matches) > 5 else "")
+    raise FaceganError(f"run id {target} is ambiguous under {root}/ ({names}): type more of the name")
+
+
+def resolve_run(target, root, log=None) -> RunFolder:
+    """What a command names as its run -> the run folder: None or 'latest' (the newest run under
+    root), a run folder, its checkpoints/ folder, a folder of runs (its newest, said through `log`),
+    or a run id / prefix looked up under root."""
+    root = Path(root)
+    if target in (None, "latest"):
+        return latest_run(root)
+    path = Path(target)
+    if path.is_dir():
+        if path.name == "checkpoints" and _is_run(path.parent):
+            return RunFolder(path.parent)
+        if _is_run(path):
+            return RunFolder(path)
+        if _run_folders(path):  # a parent folder such as runs/
+            run = latest_run(path)
+            if log:
+                log(f"using {run.path} (the newest run in {path})")
+            return run
+        raise FaceganError(f"{path} is not a run folder and holds none: pass a run folder, a checkpoint file, "
+                           f"or a folder of runs")
+    if path.exists():
+        raise FaceganError(f"{path} is not a run folder or a checkpoint file")
+    return _run_by_id(str(target), root)
+
+
+def resolve_checkpoint(target, root, prefer: str = "last", log=None) -> Path:
+    """A checkpoint file, or anything resolve_run takes -> a checkpoint file.
 
     prefer="last" picks the full training state; "generator" picks the light snapshot when there is one."""
-    if target in (None, "latest"):
-        run = latest_run(root)
-    else:
-        target = Path(target)
-        if target.is_file():
-            return target
-        if not target.exists():
-            raise FaceganError(f"{target} does not exist: pass a run folder, a checkpoint file, or 'latest'")
-        run = RunFolder(target.parent if target.name == "checkpoints" else target)
+    if target not in (None, "latest") and Path(target).is_file():
+        return Path(target)
+    run = resolve_run(target, root, log)
     candidates = ([run.generator_pt] if prefer == "generator" else []) + [run.last_pt]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     raise FaceganError(f"{run.path} has no checkpoint yet (no checkpoints/last.pt): train first, "
                        f"or pass a checkpoint file")
+
+
+def is_being_written(run: RunFolder) -> bool:
+    """True while a live process holds the run's lock (a training writing to it)."""
+    holder = _pid_in(run.path / ".lock")
+    return holder is not None and holder != os.getpid() and _alive(holder)
+
+
+def describe_runs(root) -> list[dict]:
+    """One row per run folder under root, oldest first: what 'facegan runs' prints."""
+    rows = []
+    for path in _run_folders(Path(root)):
+        run = RunFolder(path)
+        try:
+            config = json.loads(run.config_json.read_text())
+        except (OSError, ValueError):
+            config = {}
+        try:
+            progress = json.loads(run.progress_json.read_text())
+        except (OSError, ValueError):  # runs from before progress.json: metrics and epoch checkpoints tell
+            epochs = [int(p.stem.split("-")[1]) for p in run.checkpoint_dir.glob("epoch-*.pt")]
+            progress = {"step": max((r["step"] for r in run.read_metrics("step")), default=0),
+                        "epoch": max(epochs, default=0)}
+        evals = run.read_metrics("eval")
+        last_eval = next(((k, evals[-1]["eval"][k]) for k in RESULT_TITLES if k in evals[-1]["eval"]), None) \
+            if evals else None
+        files = [p for p in path.rglob("*") if p.is_file()]
+        rows.append({
+            "id": path.name,
+            "data": config.get("data", {}).get("source", "?"),
+            "size": config.get("model", {}).get("image_size"),
+            "step": progress.get("step", 0),
+            "epoch": progress.get("epoch", 0),
+            "epochs": config.get("epochs"),
+            "metric": f"{last_eval[0]} {last_eval[1]:g}" if last_eval else "",
+            "modified": max((p.stat().st_mtime for p in files), default=path.stat().st_mtime),
+            "writing": is_being_written(run),
+            "checkpoint": run.last_pt.is_file(),
+        })
+    return rows
 
 
 def require_training_state(state: dict, checkpoint) -> None:
