@@ -106,6 +106,7 @@ class TrainConfig:
     eval_metrics: str = "swd"    # comma list; the first (swd, fid or kid) picks checkpoints/best.pt
     eval_samples: int = 1000     # images per evaluation: fits a CPU; FID in papers uses 50,000
     inception_weights: str = ""  # path of pt_inception-2015-12-05-6726825d.pth, for fid/kid/pr
+    tensorboard: bool = False    # also log losses, D outputs, images/s, evaluations and sample grids to RUN/tensorboard
 
     def __post_init__(self):
         self.validate()  # model and data were checked when they were made
@@ -148,7 +149,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "TrainConfig":
+    def from_dict(cls, raw: dict) -> TrainConfig:
         """Build from nested dicts, naming any unknown key (a typo in a config file) in the error."""
         if not isinstance(raw, dict):
             raise FaceganError(f"bad configuration: expected keys and values (a JSON object), not {raw!r}")
@@ -208,7 +209,7 @@ def load_config_file(path) -> dict:
 # the model, the data or the optimisation, and changing it would not be the same run.
 RESUMABLE_KEYS = {"epochs", "max_steps", "device", "log_every", "keep_checkpoints", "checkpoint_every",
                   "checkpoint_minutes", "compile", "eval_every",
-                  "eval_metrics", "eval_samples", "inception_weights"}
+                  "eval_metrics", "eval_samples", "inception_weights", "tensorboard"}
 
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:

@@ -22,7 +22,7 @@ from .data.prepare import PreparedData, prepare, summary
 from .device import (adam_options, autocast_factory, check_fits, default_channels_last, resolve_amp,
                      resolve_device)
 from .errors import FaceganError
-from .images import plot_eval, plot_losses, save_grid, to_uint8
+from .images import make_grid, plot_eval, plot_losses, save_grid, to_uint8
 from .interrupt import StopRequest
 from .losses import GANLoss, make_loss
 from .models import build_models, training_bytes
@@ -118,6 +118,10 @@ class Trainer:
         self.step = self.epoch = self.step_in_epoch = 0
         if state is not None:
             self._restore(state)
+        self.tensorboard = None
+        if cfg.tensorboard and world.is_main:
+            from .tblog import TensorBoardLog
+            self.tensorboard = TensorBoardLog(self.run_folder.tensorboard_dir, purge_step=self.step or None)
         if world.distributed:  # dropout masks differ per rank, reproducibly from (seed, rank, step)
             torch.manual_seed(cfg.seed * 100_003 + world.rank * 1_009 + self.step)
 
@@ -178,6 +182,8 @@ class Trainer:
         """The progress grid; with `check_diversity`, also the collapse check on the same samples."""
         samples = self._fixed_samples()
         path = save_grid(samples, self.run_folder.samples_png(name))
+        if self.tensorboard:
+            self.tensorboard.add_grid("samples (fixed z)", make_grid(samples), self.step)
         # Diversity needs two samples and two real faces to compare (a one-image data set has one).
         if check_diversity and len(samples) >= 2 and len(self.batches.shard(0)) >= 2:
             from .metrics.msssim import diversity
@@ -185,7 +191,7 @@ class Trainer:
             if self._reals_diversity is None:
                 self._reals_diversity = diversity(self._first_reals(len(samples)), pairs=256)
             value = diversity(samples, pairs=256)
-            self.run_folder.append_metrics({"step": self.step, "samples_msssim": round(value, 4),
+            self._record({"step": self.step, "samples_msssim": round(value, 4),
                                             "reals_msssim": round(self._reals_diversity, 4)})
             self._alert(self.monitor.check_diversity(value, self._reals_diversity, self.step))
         return path
@@ -196,10 +202,16 @@ class Trainer:
         self.save_checkpoint(end_of_epoch)
         plot_losses(self.run_folder.read_metrics("loss_d"), self.run_folder.losses_png)
 
+    def _record(self, row: dict) -> None:
+        """A metrics.jsonl row, mirrored to TensorBoard when it is on."""
+        self.run_folder.append_metrics(row)
+        if self.tensorboard:
+            self.tensorboard.add_row(row)
+
     def _alert(self, messages) -> None:
         for message in messages:
             self.log(f"warning: {message}")
-            self.run_folder.append_metrics({"step": self.step, "alert": message})
+            self._record({"step": self.step, "alert": message})
 
     def evaluate(self) -> dict:
         """Metrics on eval_samples images; keeps checkpoints/best.pt at the best primary metric."""
@@ -208,7 +220,7 @@ class Trainer:
         metrics = parse_metrics(self.cfg.eval_metrics)
         results = evaluate(self.generator, self.prepared, metrics, self.cfg.eval_samples, self.device,
                            self.cfg.inception_weights or None)
-        self.run_folder.append_metrics({"step": self.step, "eval": results, "time": round(time.time(), 3)})
+        self._record({"step": self.step, "eval": results, "time": round(time.time(), 3)})
         primary = metrics[0]
         if self.best is None or results[primary] < self.best["value"]:
             self.best = {"metric": primary, "value": results[primary], "step": self.step}
@@ -318,7 +330,7 @@ class Trainer:
                "images_per_s": round(images / max(time.perf_counter() - started, 1e-9), 1),
                "time": round(time.time(), 3)}
         if self.world.is_main:
-            self.run_folder.append_metrics(row)
+            self._record(row)
             self._alert(self.monitor.check_losses(row))
         return row
 
@@ -357,7 +369,11 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         with trainer.run_folder.lock() if world.is_main else contextlib.nullcontext():
             if world.is_main:
                 trainer.run_folder.write_config(trainer.cfg.to_dict())
-            result = trainer.run()
+            try:
+                result = trainer.run()
+            finally:
+                if trainer.tensorboard:
+                    trainer.tensorboard.close()
         if result["stopped"] == "interrupted":
             raise KeyboardInterrupt  # saved already; the caller (a shell: exit status 130) learns it was a Ctrl-C
         log(f"finished at epoch {result['epoch']}, step {result['step']} ({result['stopped']}); "
