@@ -91,6 +91,20 @@ _TRAIN_OPTIONS = {
 }
 _ALIASES = {"--real-label": ("--label-smoothing",)}  # old flag names that keep working
 
+# --help's sections, in order: every train flag belongs to exactly one (a test checks).
+_TRAIN_GROUPS = {
+    "data": ("--data", "--num-images", "--render-seed", "--crop", "--max-pixels", "--no-flip"),
+    "model": ("--arch", "--image-size", "--conv-dim", "--z-size", "--num-layers", "--d-head", "--dropout",
+              "--batchnorm"),
+    "loss": ("--loss", "--real-label", "--instance-noise", "--instance-noise-steps"),
+    "optimiser": ("--lr", "--lr-d", "--lr-g", "--beta1", "--beta2", "--batch-size"),
+    "schedule": ("--epochs", "--max-steps"),
+    "output": ("--out", "--resume", "--config", "--log-every", "--num-samples", "--keep-checkpoints",
+               "--checkpoint-every", "--checkpoint-minutes", "--tensorboard", "--no-progress"),
+    "evaluation": ("--eval-every", "--eval-metrics", "--eval-samples", "--inception-weights"),
+    "system": ("--seed", "--device", "--amp", "--channels-last", "--compile", "--sync-bn"),
+}
+
 
 def _config_default(dotted: str):
     """The default config.py declares for a dotted key such as 'model.conv_dim'."""
@@ -110,23 +124,27 @@ def _help_with_default(text: str, dotted: str) -> str:
 def _add_train(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a DCGAN", description="Train a DCGAN on faces. Options not "
                               "given come from --config, then from the defaults in facegan/config.py.")
+    groups = {name: p.add_argument_group(name) for name in _TRAIN_GROUPS}
+    group_of = {flag: groups[name] for name, flags in _TRAIN_GROUPS.items() for flag in flags}
     for flag, (key, kwargs) in _TRAIN_OPTIONS.items():
         kwargs = dict(kwargs, help=_help_with_default(kwargs["help"], key))
-        p.add_argument(flag, *_ALIASES.get(flag, ()), dest=key.split(".")[-1], default=None, **kwargs)
-    p.add_argument("--lr", type=float, default=None, help="learning rate for both D and G (--lr-d/--lr-g win)")
-    p.add_argument("--no-flip", action="store_true", help="do not mirror training images at random (default: flip)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout (default: on for cpu and cuda)")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help=_help_with_default("torch.compile both networks", "compile"))
-    p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
-                   help=_help_with_default("BatchNorm in G and D, as in the paper", "model.batchnorm"))
-    p.add_argument("--sync-bn", action="store_true", default=None,
-                   help="multi-GPU: BatchNorm statistics over the global batch (SyncBatchNorm; default: off)")
-    p.add_argument("--config", metavar="FILE", help="JSON config, e.g. a run's config.json")
-    p.add_argument("--out", default="runs", help="folder holding the numbered run folders (default: runs)")
-    p.add_argument("--resume", metavar="RUN_OR_CHECKPOINT", help="continue a run: its folder, a .pt, or 'latest'")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        group_of[flag].add_argument(flag, *_ALIASES.get(flag, ()), dest=key.split(".")[-1], default=None, **kwargs)
+    add = lambda flag, **kwargs: group_of[flag].add_argument(flag, **kwargs)
+    add("--lr", type=float, default=None, help="learning rate for both D and G (--lr-d/--lr-g win)")
+    add("--no-flip", action="store_true", help="do not mirror training images at random (default: flip)")
+    add("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+        help="NHWC memory layout (default: on for cpu and cuda)")
+    add("--compile", action="store_true", default=None, help=_help_with_default("torch.compile both networks", "compile"))
+    add("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
+        help=_help_with_default("BatchNorm in G and D, as in the paper", "model.batchnorm"))
+    add("--sync-bn", action="store_true", default=None,
+        help="multi-GPU: BatchNorm statistics over the global batch (SyncBatchNorm; default: off)")
+    add("--tensorboard", action="store_true", default=None,
+        help=_help_with_default("also log to RUN/tensorboard (pip install 'facegan[tensorboard]')", "tensorboard"))
+    add("--config", metavar="FILE", help="JSON config, e.g. a run's config.json")
+    add("--out", default="runs", help="folder holding the numbered run folders (default: runs)")
+    add("--resume", metavar="RUN", help="continue a run: its folder, id or id prefix, a .pt, or 'latest'")
+    add("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
 
@@ -141,6 +159,7 @@ def _train_overrides(args) -> dict:
     overrides["compile"] = args.compile
     overrides["model.batchnorm"] = args.batchnorm
     overrides["sync_bn"] = args.sync_bn
+    overrides["tensorboard"] = args.tensorboard
     return {k: v for k, v in overrides.items() if v is not None}
 
 
@@ -154,7 +173,7 @@ def _train(args) -> None:
     if args.resume:
         if args.config:
             raise FaceganError("--config and --resume do not mix: a resumed run keeps its own config")
-        checkpoint = resolve_checkpoint(args.resume, args.out)
+        checkpoint = resolve_checkpoint(args.resume, args.out, log=print)
         state = checkpoints.load(checkpoint)
         cfg = resume_config(checkpoints.config_of(state), overrides)
         print(f"resuming from {checkpoint}")
@@ -165,18 +184,48 @@ def _train(args) -> None:
     train(cfg, out=args.out, resume_from=checkpoint, progress=not args.no_progress, state=state)
 
 
+def _add_run_argument(p, what: str = "the generator") -> None:
+    """The run a command reads, named the same way in every command."""
+    p.add_argument("run", nargs="?", default=None, metavar="RUN",
+                   help=f"{what}: a run folder, a run id or prefix of one (see 'facegan runs'), a folder of runs "
+                        f"(its newest), a .pt file, or 'latest' (default: the newest run under --runs)")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="where run ids and 'latest' are looked up (default: runs)")
+
+
+def _checkpoint(args, prefer: str = "generator"):
+    from .runs import resolve_checkpoint
+    return resolve_checkpoint(args.run, args.runs, prefer=prefer, log=print)
+
+
+def _truncation(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use 0 to 1 (1 = off, 0.7 is common)")
+    return value
+
+
+def _add_device_options(p, batch: bool = True) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    if batch:
+        p.add_argument("--batch-size", type=_positive_int, default=64, help="faces per forward pass (default: 64)")
+
+
 def _add_generate(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate faces from a trained run",
-                              description="Generate faces from a checkpoint. Seed N always gives the same face.")
-    p.add_argument("checkpoint", nargs="?", default=None, metavar="CHECKPOINT_OR_RUN",
-                   help="run folder or .pt file (default: the newest run under --runs)")
-    p.add_argument("--num", type=_positive_int, default=64, help="faces in the grid, seeds 0..N-1 (64)")
+                              description="Generate faces from a checkpoint. Seed N always gives the same face. "
+                                          "The file name's ending picks the format: .png, .jpg or .webp.")
+    _add_run_argument(p)
+    p.add_argument("--num", type=_positive_int, default=64, help="faces in the grid, seeds 0..N-1 (default: 64)")
     p.add_argument("--seeds", help="seeds such as 0-63 or 1,5,9 (overrides --num)")
-    p.add_argument("--out", metavar="PNG", help="grid file (default: generated.png in the run folder)")
-    p.add_argument("--outdir", metavar="DIR", help="write one PNG per seed here instead of a grid")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="faces per forward pass (64)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (auto)")
-    p.add_argument("--runs", default="runs", help="where to look for the newest run (runs)")
+    p.add_argument("--truncation", type=_truncation, default=1.0, metavar="PSI",
+                   help="pull z toward the mean: < 1 trades variety for cleaner faces (default: 1 = off)")
+    p.add_argument("--out", metavar="FILE", help="grid file, .png/.jpg/.webp (default: generated.png in the run folder)")
+    p.add_argument("--outdir", metavar="DIR", help="write one file per seed here instead of a grid")
+    p.add_argument("--ext", choices=("png", "jpg", "webp"), default="png", help="with --outdir: file type (default: png)")
+    _add_device_options(p)
     p.set_defaults(func=_generate)
 
 
@@ -184,16 +233,16 @@ def _generate(args) -> None:
     from .device import resolve_device
     from .generate import generate, load_generator, parse_seeds, write_per_seed
     from .images import save_grid
-    from .runs import resolve_checkpoint, run_of
+    from .runs import run_of
 
     device = resolve_device(args.device)
-    checkpoint = resolve_checkpoint(args.checkpoint, args.runs, prefer="generator")
+    checkpoint = _checkpoint(args)
     generator, _ = load_generator(checkpoint, device)
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num))
-    images = generate(generator, seeds, args.batch_size, device)
+    images = generate(generator, seeds, args.batch_size, device, truncation=args.truncation)
     if args.outdir:
-        paths = write_per_seed(images, seeds, args.outdir)
-        print(f"wrote {len(paths)} images to {args.outdir} (seed{seeds[0]:04d}.png ...)")
+        paths = write_per_seed(images, seeds, args.outdir, extension=args.ext)
+        print(f"wrote {len(paths)} images to {args.outdir} ({paths[0].name} ...)")
     else:
         out = Path(args.out) if args.out else run_of(checkpoint).generated_png
         save_grid(images, out)
@@ -201,45 +250,68 @@ def _generate(args) -> None:
 
 
 def _add_interpolate(subparsers) -> None:
-    p = subparsers.add_parser("interpolate", help="faces morphing between two seeds")
-    p.add_argument("checkpoint", nargs="?", default=None, metavar="CHECKPOINT_OR_RUN")
-    p.add_argument("--from-seed", type=_non_negative_int, default=0, help="start seed (0)")
-    p.add_argument("--to-seed", type=_non_negative_int, default=1, help="end seed (1)")
-    p.add_argument("--steps", type=_positive_int, default=8, help="faces along the path (8)")
-    p.add_argument("--out", metavar="PNG", help="strip file (default: interpolation.png in the run folder)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--runs", default="runs")
+    p = subparsers.add_parser(
+        "interpolate", help="faces morphing between seeds: a strip or an animation",
+        description="Walk through the latents of two or more seeds and draw the faces on the way. A .png/.jpg "
+                    "file gets a strip (one row per leg); a .gif or .webp file gets an animation.")
+    _add_run_argument(p)
+    p.add_argument("--seeds", help="the seeds to walk through, e.g. 1,5,9 (default: --from-seed then --to-seed)")
+    p.add_argument("--from-seed", type=_non_negative_int, default=0, help="start seed (default: 0)")
+    p.add_argument("--to-seed", type=_non_negative_int, default=1, help="end seed (default: 1)")
+    p.add_argument("--frames", "--steps", type=_positive_int, default=None, metavar="N",
+                   help="faces per leg, both ends included (default: 8 in a strip, 24 in an animation)")
+    p.add_argument("--slerp", action="store_true",
+                   help="spherical interpolation: keeps |z| typical, so middle faces are not washed out "
+                        "(default: straight line)")
+    p.add_argument("--loop", action="store_true", help="there and back, so an animation repeats smoothly")
+    p.add_argument("--fps", type=float, default=12.0, help="animation frames per second (default: 12)")
+    p.add_argument("--truncation", type=_truncation, default=1.0, metavar="PSI",
+                   help="pull z toward the mean, as in generate (default: 1 = off)")
+    p.add_argument("--out", metavar="FILE", help=".png/.jpg strip or .gif/.webp animation "
+                                                 "(default: interpolation.png in the run folder)")
+    _add_device_options(p)
     p.set_defaults(func=_interpolate)
 
 
 def _interpolate(args) -> None:
     from .device import resolve_device
-    from .generate import interpolate, load_generator
-    from .images import save_grid
-    from .runs import resolve_checkpoint, run_of
+    from .generate import interpolate, load_generator, parse_seeds
+    from .images import ANIMATION_FORMATS, save_animation, save_grid
+    from .runs import run_of
 
+    if not 0 < args.fps <= 100:
+        raise FaceganError(f"--fps {args.fps} is out of range: use 1 to 100")
     device = resolve_device(args.device)
-    checkpoint = resolve_checkpoint(args.checkpoint, args.runs, prefer="generator")
+    checkpoint = _checkpoint(args)
     generator, _ = load_generator(checkpoint, device)
-    images = interpolate(generator, args.from_seed, args.to_seed, args.steps, device)
+    seeds = parse_seeds(args.seeds) if args.seeds else [args.from_seed, args.to_seed]
     out = Path(args.out) if args.out else run_of(checkpoint).interpolation_png
-    save_grid(images, out, columns=args.steps)
-    print(f"wrote {args.steps} faces from seed {args.from_seed} to seed {args.to_seed} to {out}")
+    animated = out.suffix.lower() in ANIMATION_FORMATS
+    frames = args.frames or (24 if animated else 8)
+    images = interpolate(generator, seeds, frames, device, slerp=args.slerp, loop=args.loop and animated,
+                         truncation=args.truncation, batch_size=args.batch_size)
+    if animated:
+        save_animation(images, out, fps=args.fps, upscale=max(1, 128 // images.shape[1]))
+        print(f"wrote a {len(images)}-frame animation through seeds {','.join(map(str, seeds))} to {out}")
+    else:
+        if args.loop:
+            print("note: --loop applies to animations (.gif, .webp); the strip shows the way there")
+        save_grid(images, out, columns=frames if len(seeds) == 2 else len(images))
+        print(f"wrote {len(images)} faces through seeds {','.join(map(str, seeds))} to {out}")
 
 
 def _add_evaluate(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="quality metrics for a trained run",
                               description="SWD and MS-SSIM need nothing; FID, KID and precision/recall need the "
                                           "Inception weights file (see README).")
-    p.add_argument("checkpoint", nargs="?", default=None, metavar="RUN_OR_CHECKPOINT",
-                   help="run folder or .pt file (default: the newest run under --runs)")
+    _add_run_argument(p, "the generator to evaluate")
     p.add_argument("--data", help="images to compare with (default: the data the run trained on)")
     p.add_argument("--metrics", default="swd,msssim", help=f"comma list from {','.join(METRICS)} (default: swd,msssim)")
-    p.add_argument("--num-samples", type=_positive_int, default=1000, help="generated and real images (1000)")
-    p.add_argument("--inception-weights", metavar="PTH", help="the FID weights file")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--runs", default="runs")
+    p.add_argument("--num-samples", type=_positive_int, default=1000,
+                   help="generated and real images compared (default: 1000)")
+    p.add_argument("--inception-weights", metavar="PTH",
+                   help="pt_inception-2015-12-05-6726825d.pth, for fid, kid and pr (see README)")
+    _add_device_options(p)
     p.set_defaults(func=_evaluate)
 
 
@@ -251,11 +323,11 @@ def _evaluate(args) -> None:
     from .device import resolve_device
     from .generate import generator_from_state
     from .metrics.evaluate import evaluate, format_table, parse_metrics
-    from .runs import resolve_checkpoint, run_of
+    from .runs import run_of
 
     metrics = parse_metrics(args.metrics)
     device = resolve_device(args.device)
-    checkpoint = resolve_checkpoint(args.checkpoint, args.runs, prefer="generator")
+    checkpoint = _checkpoint(args)
     state = checkpoints.load(checkpoint)
     generator, cfg = generator_from_state(state, device)
     data = cfg.data
@@ -281,19 +353,23 @@ def _add_data(subparsers) -> None:
     q.set_defaults(func=_data_download)
     for name, helptext in (("prepare", "build the training cache ahead of time and print a summary"),
                            ("preview", "write a grid of prepared training images")):
-        q = sub.add_parser(name, help=helptext)
+        q = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ". The cache "
+                           "is keyed by the source and the options, so training reuses it.")
         q.add_argument("source", nargs="?", default="faces",
                        help="folder, .zip, a downloaded set (celeba, celeba-small) or 'faces' (faces)")
         q.add_argument("--image-size", type=int, choices=SUPPORTED_IMAGE_SIZES,
                        default=_config_default("model.image_size"), help="side of the prepared images (default: %(default)s)")
-        q.add_argument("--crop", type=_non_negative_int, default=0, metavar="PX")
+        q.add_argument("--crop", type=_non_negative_int, default=0, metavar="PX",
+                       help="centre crop side in source pixels before resizing, e.g. CelebA 108; "
+                            "0 = largest centred square (default: 0)")
         q.add_argument("--num-images", type=_positive_int, default=None, help="built-in faces only (20000)")
         q.add_argument("--render-seed", type=_non_negative_int, default=0, help="which built-in face set (default: 0)")
         q.add_argument("--max-pixels", type=_positive_int, default=_config_default("data.max_pixels"), metavar="N",
                        help="skip (and count) images with more pixels than this (default: %(default)s)")
         if name == "preview":
             q.add_argument("--num", type=_positive_int, default=64, help="images in the grid (64)")
-            q.add_argument("--out", default="preview.png", metavar="PNG")
+            q.add_argument("--out", default="preview.png", metavar="FILE",
+                           help="grid file, .png/.jpg/.webp (default: preview.png)")
         q.set_defaults(func=_data)
 
 
@@ -321,6 +397,101 @@ def _data(args) -> None:
         print(f"wrote a grid of {min(args.num, len(prepared.images))} prepared images to {out}")
 
 
+def _add_runs(subparsers) -> None:
+    p = subparsers.add_parser("runs", help="list training runs", description="List the runs in a folder: id, "
+                              "data, image size, progress, last evaluation, age, and whether one is training now.")
+    p.add_argument("folder", nargs="?", default="runs", help="the folder holding run folders (default: runs)")
+    p.set_defaults(func=_runs)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"
+
+
+def _runs(args) -> None:
+    import time
+
+    from .runs import describe_runs
+
+    rows = describe_runs(args.folder)
+    if not rows:
+        print(f"no runs in {args.folder}/: start one with 'facegan train'")
+        return
+    table = [("ID", "DATA", "SIZE", "STEPS", "EPOCHS", "LAST EVAL", "MODIFIED", "STATE")]
+    for r in rows:
+        state = "training" if r["writing"] else ("done" if r["epochs"] and r["epoch"] >= r["epochs"] else
+                                                 "stopped" if r["checkpoint"] else "no checkpoint")
+        table.append((r["id"], r["data"], f"{r['size']}px" if r["size"] else "?", str(r["step"]),
+                      f"{r['epoch']:g}/{r['epochs'] or '?'}", r["metric"] or "-", _age(time.time() - r["modified"]),
+                      state))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _add_export(subparsers) -> None:
+    from .export import FORMATS
+
+    p = subparsers.add_parser("export", help="export the generator: safetensors, ONNX or TorchScript",
+                              description="Write the run's generator (the EMA one when the run has it) for use "
+                                          "outside facegan, with a JSON sidecar FILE.json (z size, image size, "
+                                          "output range, version, training steps). Needs pip install "
+                                          "'facegan[export]' for safetensors and ONNX.")
+    _add_run_argument(p, "the run to export")
+    p.add_argument("--format", choices=tuple(FORMATS), default=None,
+                   help="file format (default: from --out's ending, else safetensors)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: RUN/export/generator.<format ending>)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw generator even when an EMA one exists")
+    p.set_defaults(func=_export)
+
+
+def _export(args) -> None:
+    from .export import FORMATS, export, format_from_path
+    from .runs import run_of
+
+    fmt = args.format or (format_from_path(args.out) if args.out else "safetensors")
+    checkpoint = _checkpoint(args)
+    out = Path(args.out) if args.out else run_of(checkpoint).path / "export" / f"generator{FORMATS[fmt][0]}"
+    written, sidecar = export(checkpoint, fmt, out, ema=not args.no_ema)
+    print(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB) and {sidecar}")
+
+
+def _add_demo(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="a web page to explore a trained generator",
+                              description="Serve a page with a seed slider, random batches, truncation, "
+                                          "interpolation and downloads. Ctrl-C stops it.")
+    _add_run_argument(p, "the generator to show")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 exposes it to your network (default: 127.0.0.1)")
+    p.add_argument("--port", type=_non_negative_int, default=7860, help="port; 0 = any free one (default: 7860)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args) -> None:
+    from . import checkpoints
+    from .demo import make_server
+    from .device import resolve_device
+    from .generate import generator_from_state, generator_weights
+    from .runs import run_of
+
+    device = resolve_device(args.device)
+    checkpoint = _checkpoint(args)
+    state = checkpoints.load(checkpoint)
+    generator, cfg = generator_from_state(state, device)
+    info = {"run": run_of(checkpoint).path.name, "image_size": cfg.model.image_size, "z_size": cfg.model.z_size,
+            "steps": state.get("step"), "ema": generator_weights(state)[1]}
+    server = make_server(generator, info, args.host, args.port, device)
+    print(f"facegan demo of {checkpoint} at http://{args.host}:{server.server_port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="facegan", description="Train DCGANs on faces and generate new ones.")
     from . import __version__
@@ -330,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(subparsers)
     _add_interpolate(subparsers)
     _add_evaluate(subparsers)
+    _add_runs(subparsers)
+    _add_export(subparsers)
+    _add_demo(subparsers)
     _add_data(subparsers)
     return parser
 

@@ -1,0 +1,118 @@
+"""The web demo: its endpoints over HTTP, and the page in a real browser (Debian's chromium driven by
+selenium; skipped, saying why, where either is missing)."""
+
+import shutil
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from facegan.config import DataConfig, ModelConfig, TrainConfig
+from facegan.demo import make_server
+from facegan.generate import load_generator
+from facegan.train import train
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    cfg = TrainConfig(model=ModelConfig(conv_dim=8, z_size=16), data=DataConfig(num_images=64), batch_size=16,
+                      epochs=1, num_samples=4)
+    run = train(cfg, out=tmp_path_factory.mktemp("runs"), progress=False, log=lambda *a: None)
+    generator, _ = load_generator(run / "generator.pt")
+    server = make_server(generator, {"run": run.name, "image_size": 32, "z_size": 16, "steps": 4, "ema": False},
+                         port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def fetch(url):
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, response.headers["Content-Type"], response.read()
+
+
+def test_endpoints_serve_images_and_refuse_bad_parameters(server):
+    status, kind, body = fetch(server + "/api/face?seed=3&psi=0.7")
+    assert status == 200 and kind == "image/png" and body.startswith(b"\x89PNG")
+    assert fetch(server + "/api/face?seed=3&psi=0.7")[2] == body          # same seed, same face
+    assert fetch(server + "/api/face?seed=4&psi=0.7")[2] != body
+    assert fetch(server + "/api/walk?from=1&to=2&frames=4")[2].startswith(b"GIF8")
+    assert fetch(server + "/api/batch?seed=10&count=4")[1] == "image/png"
+    assert b"facegan demo" in fetch(server + "/")[2]
+    for bad in ("/api/face?seed=-1", "/api/face?psi=2", "/api/batch?count=1000", "/api/walk?frames=x"):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            fetch(server + bad)
+        assert error.value.code == 400
+    with pytest.raises(urllib.error.HTTPError) as error:
+        fetch(server + "/nothing-here")
+    assert error.value.code == 404
+
+
+def test_demo_binds_to_loopback_by_default():
+    import inspect
+    assert inspect.signature(make_server).parameters["host"].default == "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them with apt-get)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1400,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _loaded(driver, element_id):
+    return driver.execute_script(f"const i = document.getElementById('{element_id}'); "
+                                 f"return i.complete && i.naturalWidth > 0 ? i.naturalWidth : 0;")
+
+
+def _pixels(driver, element_id):
+    """The image's pixels as a data URL, read back through a canvas."""
+    return driver.execute_script(
+        f"const i = document.getElementById('{element_id}'); const c = document.createElement('canvas');"
+        f"c.width = i.naturalWidth; c.height = i.naturalHeight; c.getContext('2d').drawImage(i, 0, 0);"
+        f"return c.toDataURL();")
+
+
+def test_page_in_a_real_browser_slider_batch_walk_download(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(server + "/")
+    wait.until(lambda d: _loaded(d, "face") == 256 and d.find_element(By.ID, "face").get_attribute("data-seed") == "0")
+    wait.until(lambda d: "4 training steps" in d.find_element(By.ID, "info").text)
+    before = _pixels(browser, "face")
+
+    browser.find_element(By.ID, "seed").send_keys(Keys.ARROW_RIGHT)   # a person nudging the slider
+    wait.until(lambda d: d.find_element(By.ID, "face").get_attribute("data-seed") == "1" and _loaded(d, "face"))
+    assert browser.find_element(By.ID, "seed-value").text == "1"
+    assert _pixels(browser, "face") != before                            # a new face arrived
+    link = browser.find_element(By.ID, "download")
+    assert link.get_attribute("download") == "face-seed1.png" and "seed=1" in link.get_attribute("href")
+
+    wait.until(lambda d: _loaded(d, "batch"))
+    first_batch = browser.find_element(By.ID, "batch").get_attribute("src")
+    browser.find_element(By.ID, "random-batch").click()
+    wait.until(lambda d: d.find_element(By.ID, "batch").get_attribute("src") != first_batch and _loaded(d, "batch"))
+
+    browser.find_element(By.ID, "to").clear()
+    browser.find_element(By.ID, "to").send_keys("7")
+    browser.find_element(By.ID, "interpolate").click()
+    wait.until(lambda d: "to=7" in d.find_element(By.ID, "walk").get_attribute("src") and _loaded(d, "walk"))
+    assert browser.find_element(By.ID, "status").text == ""              # no request failed
+    browser.save_screenshot(str(tmp_path / "demo.png"))
