@@ -2,12 +2,14 @@
 2 cores; >= 50,000 images/s batches from the cache; peak RSS within ~cache size + 1 GB on 200k images).
 
     python benchmarks/data_speed.py prepare [--count 6000] [--crop 178]
-    python benchmarks/data_speed.py batches [--images 200000] [--batch-size 128]
+    python benchmarks/data_speed.py batches [--images 200000] [--batch-size 128] [--augment LIST]
 
 `prepare` makes CelebA-shaped JPEGs (178x218, quality 90) from the built-in renderer once, under
 $TMPDIR, then times a cold `prepare` of them with all cores. `batches` writes a uint8 cache of
 --images 64x64 faces (tiled renderer output), then runs one full shuffled epoch through
-BatchSource exactly as training does and reports images/s and the process's peak RSS.
+BatchSource exactly as training does and reports images/s and the process's peak RSS. With
+--augment (e.g. brightness,contrast,rotate,translate) each batch also goes through augment(), as the
+training loop does, so the rate shows what the augmentations cost next to a training step.
 """
 
 import argparse
@@ -59,6 +61,7 @@ def bench_prepare(args) -> None:
 def bench_batches(args) -> None:
     import torch
 
+    from facegan.augment import augment
     from facegan.data.batches import BatchSource
 
     workdir = Path(tempfile.mkdtemp(prefix="facegan-bench-batches-"))
@@ -75,14 +78,18 @@ def bench_batches(args) -> None:
         noise = torch.Generator().manual_seed(0)
         seen = source.steps_per_epoch * args.batch_size
         rates = []
+        names = [n for n in args.augment.split(",") if n]
         for epoch in range(2):  # the first epoch also maps every page of the file in
             start = time.perf_counter()
             checksum = 0.0
             for batch in source.epoch(epoch, noise):
+                if names:
+                    batch = augment(batch, names, noise).contiguous(memory_format=torch.channels_last)
                 checksum += float(batch[0, 0, 0, 0])  # consume each batch
             rates.append(seen / (time.perf_counter() - start))
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-        print(f"batches: shuffled epochs of {seen:,} images 64x64, batch {args.batch_size}, flips on: "
+        print(f"batches: shuffled epochs of {seen:,} images 64x64, batch {args.batch_size}, flips on"
+              f"{', augment ' + args.augment if names else ''}: "
               f"first epoch {rates[0]:,.0f} images/s, second {rates[1]:,.0f} images/s; cache {size_gb:.2f} GiB, "
               f"peak RSS {peak_gb:.2f} GiB (mapped cache pages count towards RSS; no second copy)")
     finally:
@@ -99,6 +106,7 @@ def main():
     b = sub.add_parser("batches")
     b.add_argument("--images", type=int, default=200_000)
     b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--augment", default="", help="comma list as for facegan train --augment")
     b.set_defaults(func=bench_batches)
     args = parser.parse_args()
     args.func(args)

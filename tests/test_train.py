@@ -180,3 +180,20 @@ def test_checkpoints_from_before_instance_noise_resume_without_it():
     old = checkpoints.config_of({"config": raw})
     assert old.instance_noise == 0.0 and old.real_label == 0.9
     assert TrainConfig.from_dict({"epochs": 3}).instance_noise == 0.5  # a partial config file gets the default
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_good_checkpoints(tmp_path, monkeypatch):
+    import facegan.train as training
+    real_step, calls = training.train_step, []
+
+    def step_that_diverges_at_4(*args, **kwargs):
+        calls.append(1)
+        return real_step(*args, **kwargs) if len(calls) < 4 else torch.full((4,), float("nan"))
+
+    monkeypatch.setattr(training, "train_step", step_that_diverges_at_4)
+    with pytest.raises(training.TrainingDiverged, match="diverged at step 4"):
+        train(tiny_config(epochs=1, checkpoint_every=1), out=tmp_path, progress=False, log=lambda *a: None)
+    (run,) = tmp_path.iterdir()
+    state = checkpoints.load(run / "checkpoints" / "last.pt")
+    assert state["step"] == 3  # saved at steps 1-3; not at 4, whose losses were NaN
+    assert len(calls) == 4  # stopped at the first log window that saw NaN

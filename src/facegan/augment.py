@@ -29,3 +29,47 @@ def instance_noise(batch: torch.Tensor, std: float, generator: torch.Generator, 
     draws = [torch.empty(shape, device=batch.device, memory_format=layout).normal_(0.0, std, generator=generator)
              for _ in range(2)]
     return draws[0][rank::world_size], draws[1][rank::world_size]
+
+
+# Augmentations of the real batches (--augment): the ranges are small on purpose, so faces stay
+# faces (rotation about +-10 degrees, as the course notes suggest).
+BRIGHTNESS = 0.2          # add U(-0.2, 0.2) to every pixel of an image (pixels in [-1, 1], i.e. +-10% of the range)
+CONTRAST = (0.8, 1.2)     # scale an image's deviation from its own mean by U(0.8, 1.2)
+ROTATION_DEGREES = 10.0   # rotate by U(-10, 10) degrees about the centre
+TRANSLATION = 0.0625      # shift by up to 1/16 of the side in x and y (2 px at 32)
+
+
+def augment(batch: torch.Tensor, names, generator: torch.Generator, rank: int = 0,
+            world_size: int = 1) -> torch.Tensor:
+    """Random colour and geometry changes of a real batch (B, 3, S, S) in [-1, 1], as whole-batch
+    tensor ops on its device. Every parameter is drawn for the global batch from the run's noise
+    stream and sliced by rank (as flips and z are), so runs resume exactly and N x B == 1 x NB.
+    "flip" is handled where batches are made (data.flip); the rest are applied here in a fixed order."""
+    names = [n for n in names if n != "flip"]
+    if not names:
+        return batch
+    total = len(batch) * world_size
+
+    def draw(low: float, high: float) -> torch.Tensor:
+        """U(low, high) per image of the global batch, this rank's share, shaped (B, 1, 1, 1)."""
+        values = torch.rand(total, generator=generator, device=generator.device)[rank::world_size]
+        return (low + (high - low) * values).to(batch.device, batch.dtype).view(-1, 1, 1, 1)
+
+    out = batch
+    if "brightness" in names:
+        out = out + draw(-BRIGHTNESS, BRIGHTNESS)
+    if "contrast" in names:
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = mean + (out - mean) * draw(*CONTRAST)
+    if "rotate" in names or "translate" in names:
+        angle = draw(-ROTATION_DEGREES, ROTATION_DEGREES).flatten() * (torch.pi / 180) if "rotate" in names \
+            else torch.zeros(len(batch), device=batch.device, dtype=batch.dtype)
+        shift = [draw(-2 * TRANSLATION, 2 * TRANSLATION).flatten() if "translate" in names else torch.zeros_like(angle)
+                 for _ in range(2)]  # affine_grid's coordinates span 2 per side
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.stack([torch.stack([cos, -sin, shift[0]], 1), torch.stack([sin, cos, shift[1]], 1)], 1)
+        grid = torch.nn.functional.affine_grid(theta.float(), list(out.shape), align_corners=False)
+        # reflection: the corners a rotation uncovers repeat the background instead of going black
+        out = torch.nn.functional.grid_sample(out.float(), grid, mode="bilinear", padding_mode="reflection",
+                                              align_corners=False).to(batch.dtype)
+    return out.clamp(-1.0, 1.0)

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import AMP_MODES, ARCHS, D_HEADS, SUPPORTED_IMAGE_SIZES
+from .config import (AMP_MODES, ARCHS, AUGMENTATIONS, D_HEADS, LR_DECAYS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE,
+                     OPTIMISERS)
 from .errors import FaceganError
 from .losses import LOSSES
 from .metrics.registry import METRICS
@@ -51,14 +52,26 @@ _TRAIN_OPTIONS = {
                                  help="centre crop side in source pixels, e.g. CelebA 108/138/178; 0 = largest square")),
     "--max-pixels": ("data.max_pixels", dict(type=_positive_int, metavar="N",
                                              help="skip (and count) images with more pixels than this")),
-    "--image-size": ("model.image_size", dict(type=int, choices=SUPPORTED_IMAGE_SIZES, help="training resolution")),
-    "--conv-dim": ("model.conv_dim", dict(type=_positive_int, help="width of the first/last conv layer")),
+    "--max-images": ("data.max_images", dict(type=_non_negative_int, metavar="N",
+                                             help="train on the first N images of the data set; 0 = all")),
+    "--augment": ("augment", dict(metavar="LIST", help=f"comma list from {','.join(AUGMENTATIONS)}: random changes "
+                                                       "of the real batches, small ranges (README)")),
+    "--image-size": ("model.image_size", dict(type=_positive_int, metavar="PX",
+                                              help="training resolution: 32/64/128, or for dcgan any side 3-7 x 2**k "
+                                                   "(28, 48, 96); mlp and image-noise 16-512")),
+    "--conv-dim": ("model.conv_dim", dict(type=_positive_int, help="width of the first/last conv layer, G and D")),
+    "--g-conv-dim": ("model.g_conv_dim", dict(type=_non_negative_int, metavar="N", help="G's width only; 0 = --conv-dim")),
+    "--d-conv-dim": ("model.d_conv_dim", dict(type=_non_negative_int, metavar="N", help="D's width only; 0 = --conv-dim")),
     "--z-size": ("model.z_size", dict(type=_positive_int, help="latent vector length")),
-    "--num-layers": ("model.num_layers", dict(type=_non_negative_int,
-                                              help="strided (de)conv layers; 0 = log2(size)-2, down to 4x4")),
+    "--num-layers": ("model.num_layers", dict(type=_non_negative_int, metavar="N",
+                                              help="strided (de)conv layers of G and D; 0 = down to the smallest "
+                                                   "map of side >= 3 (4x4 at 32/64, 7x7 at 28)")),
+    "--g-layers": ("model.g_layers", dict(type=_non_negative_int, metavar="N", help="G's layers only; 0 = --num-layers")),
+    "--d-layers": ("model.d_layers", dict(type=_non_negative_int, metavar="N", help="D's layers only; 0 = --num-layers")),
     "--d-head": ("model.d_head", dict(choices=D_HEADS, help="discriminator head")),
     "--dropout": ("model.dropout", dict(type=float, help="dropout in D, 0 = off")),
-    "--arch": ("model.arch", dict(choices=ARCHS, help="dcgan, or mlp: the fully connected baseline")),
+    "--arch": ("model.arch", dict(choices=ARCHS, help="dcgan; mlp: the fully connected baseline; image-noise: "
+                                                      "image-shaped noise -> convs -> fc (README)")),
     "--epochs": ("epochs", dict(type=_positive_int, help="passes over the data")),
     "--max-steps": ("max_steps", dict(type=_non_negative_int, help="stop after this many steps; 0 = no limit")),
     "--batch-size": ("batch_size", dict(type=_positive_int, help="images per step per process")),
@@ -66,6 +79,15 @@ _TRAIN_OPTIONS = {
     "--lr-g": ("lr_g", dict(type=float, help="generator learning rate")),
     "--beta1": ("beta1", dict(type=float, help="Adam beta1")),
     "--beta2": ("beta2", dict(type=float, help="Adam beta2")),
+    "--opt-d": ("opt_d", dict(choices=OPTIMISERS, help="D's optimiser")),
+    "--opt-g": ("opt_g", dict(choices=OPTIMISERS, help="G's optimiser")),
+    "--momentum": ("momentum", dict(type=float, help="SGD momentum")),
+    "--lr-decay": ("lr_decay", dict(choices=LR_DECAYS, help="learning-rate schedule of both networks")),
+    "--lr-decay-start": ("lr_decay_start", dict(type=_non_negative_int, metavar="STEP",
+                                                help="linear/cosine: step where the decay to 0 begins")),
+    "--lr-decay-every": ("lr_decay_every", dict(type=_non_negative_int, metavar="STEPS",
+                                                help="step: steps between decays")),
+    "--lr-decay-gamma": ("lr_decay_gamma", dict(type=float, help="step: factor at each decay")),
     "--loss": ("loss", dict(choices=tuple(LOSSES), help="GAN loss")),
     "--real-label": ("real_label", dict(type=float, help="D's target for real images (one-sided label "
                                                          "smoothing); 1.0 = off; --label-smoothing is the old name")),
@@ -82,6 +104,8 @@ _TRAIN_OPTIONS = {
                                                     help="save last.pt every STEPS steps mid-epoch; 0 = by time")),
     "--checkpoint-minutes": ("checkpoint_minutes", dict(type=float, metavar="MIN",
                                                         help="with --checkpoint-every 0: minutes between saves")),
+    "--sample-every": ("sample_every", dict(type=_non_negative_int, metavar="STEPS",
+                                            help="also write a progress grid every STEPS steps; 0 = per epoch only")),
     "--num-samples": ("num_samples", dict(type=_positive_int, help="images in each progress grid")),
     "--amp": ("amp", dict(choices=AMP_MODES, help="mixed precision; auto = bf16 on cuda and CPUs with native bf16")),
     "--eval-every": ("eval_every", dict(type=_non_negative_int, help="steps between evaluations; 0 = off")),
@@ -93,13 +117,15 @@ _ALIASES = {"--real-label": ("--label-smoothing",)}  # old flag names that keep 
 
 # --help's sections, in order: every train flag belongs to exactly one (a test checks).
 _TRAIN_GROUPS = {
-    "data": ("--data", "--num-images", "--render-seed", "--crop", "--max-pixels", "--no-flip"),
-    "model": ("--arch", "--image-size", "--conv-dim", "--z-size", "--num-layers", "--d-head", "--dropout",
-              "--batchnorm"),
+    "data": ("--data", "--num-images", "--render-seed", "--crop", "--max-pixels", "--max-images", "--no-flip",
+             "--augment"),
+    "model": ("--arch", "--image-size", "--conv-dim", "--g-conv-dim", "--d-conv-dim", "--z-size", "--num-layers",
+              "--g-layers", "--d-layers", "--d-head", "--dropout", "--batchnorm", "--minibatch-std"),
     "loss": ("--loss", "--real-label", "--instance-noise", "--instance-noise-steps"),
-    "optimiser": ("--lr", "--lr-d", "--lr-g", "--beta1", "--beta2", "--batch-size"),
-    "schedule": ("--epochs", "--max-steps"),
-    "output": ("--out", "--resume", "--config", "--log-every", "--num-samples", "--keep-checkpoints",
+    "optimiser": ("--lr", "--lr-d", "--lr-g", "--opt-d", "--opt-g", "--beta1", "--beta2", "--momentum",
+                  "--batch-size"),
+    "schedule": ("--epochs", "--max-steps", "--lr-decay", "--lr-decay-start", "--lr-decay-every", "--lr-decay-gamma"),
+    "output": ("--out", "--resume", "--config", "--log-every", "--num-samples", "--sample-every", "--keep-checkpoints",
                "--checkpoint-every", "--checkpoint-minutes", "--tensorboard", "--no-progress"),
     "evaluation": ("--eval-every", "--eval-metrics", "--eval-samples", "--inception-weights"),
     "system": ("--seed", "--device", "--amp", "--channels-last", "--compile", "--sync-bn"),
@@ -137,6 +163,9 @@ def _add_train(subparsers) -> None:
     add("--compile", action="store_true", default=None, help=_help_with_default("torch.compile both networks", "compile"))
     add("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
         help=_help_with_default("BatchNorm in G and D, as in the paper", "model.batchnorm"))
+    add("--minibatch-std", action=argparse.BooleanOptionalAction, default=None,
+        help="D sees its features' std across the batch, a cue against mode collapse (default: on for "
+             "image-noise, off otherwise)")
     add("--sync-bn", action="store_true", default=None,
         help="multi-GPU: BatchNorm statistics over the global batch (SyncBatchNorm; default: off)")
     add("--tensorboard", action="store_true", default=None,
@@ -159,6 +188,7 @@ def _train_overrides(args) -> dict:
     overrides["compile"] = args.compile
     overrides["model.batchnorm"] = args.batchnorm
     overrides["sync_bn"] = args.sync_bn
+    overrides["model.minibatch_std"] = args.minibatch_std
     overrides["tensorboard"] = args.tensorboard
     return {k: v for k, v in overrides.items() if v is not None}
 
@@ -334,10 +364,11 @@ def _evaluate(args) -> None:
     if args.data:
         data.source = args.data
     prepared = prepare(data, cfg.model.image_size, progress=sys.stderr.isatty())
-    results = evaluate(generator, prepared, metrics, args.num_samples, device, args.inception_weights,
-                       args.batch_size)
-    print(format_table(results))
     run = run_of(checkpoint)
+    results = evaluate(generator, prepared, metrics, args.num_samples, device, args.inception_weights,
+                       args.batch_size, train_count=None if args.data else (cfg.data.max_images or None),
+                       sheet_path=run.nearest_png)
+    print(format_table(results))
     run.append_metrics({"step": state.get("step"), "eval": results, "checkpoint": str(checkpoint),
                         "time": round(time.time(), 3)})
     print(f"appended to {run.metrics_jsonl}")
@@ -357,8 +388,8 @@ def _add_data(subparsers) -> None:
                            "is keyed by the source and the options, so training reuses it.")
         q.add_argument("source", nargs="?", default="faces",
                        help="folder, .zip, a downloaded set (celeba, celeba-small) or 'faces' (faces)")
-        q.add_argument("--image-size", type=int, choices=SUPPORTED_IMAGE_SIZES,
-                       default=_config_default("model.image_size"), help="side of the prepared images (default: %(default)s)")
+        q.add_argument("--image-size", type=_positive_int, metavar="PX", default=_config_default("model.image_size"),
+                       help=f"side of the prepared images, {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} (default: %(default)s)")
         q.add_argument("--crop", type=_non_negative_int, default=0, metavar="PX",
                        help="centre crop side in source pixels before resizing, e.g. CelebA 108; "
                             "0 = largest centred square (default: 0)")
@@ -381,10 +412,11 @@ def _data_download(args) -> None:
 
 
 def _data(args) -> None:
-    from .config import DataConfig
+    from .config import DataConfig, check_image_size
     from .data.prepare import prepare, summary
     from .images import save_grid
 
+    check_image_size(args.image_size, arch="any")  # data for any architecture: only the range matters
     data = DataConfig(source=args.source, crop=args.crop, render_seed=args.render_seed, max_pixels=args.max_pixels)
     if args.num_images:
         data.num_images = args.num_images
@@ -482,7 +514,7 @@ def _demo(args) -> None:
     checkpoint = _checkpoint(args)
     state = checkpoints.load(checkpoint)
     generator, cfg = generator_from_state(state, device)
-    info = {"run": run_of(checkpoint).path.name, "image_size": cfg.model.image_size, "z_size": cfg.model.z_size,
+    info = {"run": run_of(checkpoint).path.name, "image_size": cfg.model.image_size, "z_size": cfg.model.noise_size,
             "steps": state.get("step"), "ema": generator_weights(state)[1]}
     server = make_server(generator, info, args.host, args.port, device)
     print(f"facegan demo of {checkpoint} at http://{args.host}:{server.server_port}/ (Ctrl-C stops it)", flush=True)

@@ -14,51 +14,115 @@ from .losses import LOSSES
 from .metrics.registry import BEST_CHECKPOINT_METRICS, parse_metrics
 
 # The one home of each list of choices: validation here, and argparse's choices= and help in cli.py.
-SUPPORTED_IMAGE_SIZES = (32, 64, 128)
-ARCHS = ("dcgan", "mlp")          # dcgan, or the fully connected baseline
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 512
+DCGAN_BASES = range(3, 8)         # a DCGAN's smallest feature map side: the image side is base x 2**layers
+ARCHS = ("dcgan", "mlp", "image-noise")  # DCGAN; fully connected baseline; image-shaped noise -> convs -> fc
 D_HEADS = ("conv", "linear")      # all-conv head (Radford et al.) or flatten -> fc (Udacity)
 AMP_MODES = ("auto", "bf16", "off")
+OPTIMISERS = ("adam", "sgd")
+LR_DECAYS = ("none", "linear", "cosine", "step")
+AUGMENTATIONS = ("flip", "brightness", "contrast", "rotate", "translate")  # ranges in augment.py
 # Old configuration keys still read from config files and checkpoints -> their current names.
 RENAMED_KEYS = {"label_smoothing": "real_label"}
 
 
+def default_layers(image_size: int) -> int:
+    """Strided layers down to the smallest map of side >= 3 that halving reaches exactly
+    (32 -> 4x4 in 3, 64 -> 4x4 in 4, 28 -> 7x7 in 2, 48 -> 3x3 in 4)."""
+    layers = 0
+    while image_size % 2 ** (layers + 1) == 0 and image_size // 2 ** (layers + 1) >= 3:
+        layers += 1
+    return layers
+
+
+def most_layers(image_size: int) -> int:
+    """Strided layers until halving stops being exact (down to 1x1 for powers of two: 5 at 32)."""
+    layers = 0
+    while image_size % 2 ** (layers + 1) == 0:
+        layers += 1
+    return layers
+
+
+def dcgan_size_fits(image_size: int) -> bool:
+    return (MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE and default_layers(image_size) >= 1
+            and image_size >> default_layers(image_size) in DCGAN_BASES)
+
+
+def check_image_size(image_size: int, arch: str = "dcgan") -> None:
+    """Refuse a side the architecture cannot build, naming the nearest sides that work."""
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise FaceganError(f"image size {image_size} is out of range: use {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
+    if arch == "dcgan" and not dcgan_size_fits(image_size):
+        below = next((s for s in range(image_size - 1, MIN_IMAGE_SIZE - 1, -1) if dcgan_size_fits(s)), None)
+        above = next((s for s in range(image_size + 1, MAX_IMAGE_SIZE + 1) if dcgan_size_fits(s)), None)
+        nearest = " or ".join(str(s) for s in (below, above) if s)
+        raise FaceganError(f"image size {image_size} does not fit a DCGAN (its side must be 3-7 times a power of "
+                           f"two, halved by each strided layer): use {nearest}, or --arch mlp / image-noise")
+
+
 @dataclass
 class ModelConfig:
-    image_size: int = 32    # side of the square images, one of SUPPORTED_IMAGE_SIZES
-    z_size: int = 100       # length of the latent vector z (the DCGAN paper's 100)
+    image_size: int = 32    # side of the square images: 32/64/128, any 3-7 x 2**k for dcgan (28, 48, 96), 16-512 else
+    z_size: int = 100       # length of the latent vector z (the DCGAN paper's 100); image-noise draws 3 x S x S
     conv_dim: int = 32      # channels of D's first conv and G's last hidden layer; doubles per layer (Udacity: 32)
-    num_layers: int = 0     # strided (de)conv layers; 0 = log2(image_size) - 2, i.e. down to 4x4
+    num_layers: int = 0     # strided (de)conv layers; 0 = down to the smallest map of side >= 3 (4x4 at 32/64)
+    g_conv_dim: int = 0     # G's width when it differs from D's; 0 = conv_dim (MLP: hidden width 8 x this)
+    d_conv_dim: int = 0     # D's width; 0 = conv_dim
+    g_layers: int = 0       # G's strided layers when they differ from D's; 0 = num_layers
+    d_layers: int = 0       # D's strided layers; 0 = num_layers
     d_head: str = "conv"    # "conv": all-conv head as in Radford et al.; "linear": flatten -> fc (Udacity)
     dropout: float = 0.0    # dropout after each D activation; 0 = off, as in the paper
     batchnorm: bool = True  # BatchNorm in G and D as in the paper; off makes each image's output independent
                             # of its batch (exact multi-process equivalence tests, ablations)
-    arch: str = "dcgan"     # "dcgan", or "mlp": the fully connected GAN baseline (Goodfellow et al. 2014)
+    minibatch_std: bool | None = None  # D sees the std of its features across the batch (Karras et al. 2018), a
+                                       # cue against collapse; None = on for image-noise, off otherwise
+    arch: str = "dcgan"     # "dcgan"; "mlp": the fully connected baseline (Goodfellow et al. 2014);
+                            # "image-noise": noise shaped like an image -> convs -> fc -> image (README)
 
     @property
     def layers(self) -> int:
-        """The number of strided layers actually used (resolves the 0 default)."""
-        return self.num_layers or int(math.log2(self.image_size)) - 2
+        """The number of strided layers used by both networks unless g_layers/d_layers say otherwise."""
+        return self.num_layers or default_layers(self.image_size)
 
     @property
     def final_size(self) -> int:
-        """Side of D's last feature map (and G's first), e.g. 4 for 64x64 with 4 layers."""
+        """Side of the smallest feature map at `layers`, e.g. 4 for 64x64 with 4 layers."""
         return self.image_size >> self.layers
+
+    # Per network: what each of G and D is built with.
+    g_width = property(lambda self: self.g_conv_dim or self.conv_dim)
+    d_width = property(lambda self: self.d_conv_dim or self.conv_dim)
+    g_depth = property(lambda self: self.g_layers or self.layers)
+    d_depth = property(lambda self: self.d_layers or self.layers)
+    use_minibatch_std = property(lambda self: self.arch == "image-noise" if self.minibatch_std is None
+                                 else self.minibatch_std)
+
+    @property
+    def noise_size(self) -> int:
+        """Numbers drawn per image as G's input: z_size, or 3 x S x S for image-shaped noise."""
+        return 3 * self.image_size ** 2 if self.arch == "image-noise" else self.z_size
 
     def __post_init__(self):
         self.validate()  # a config is checked where it is made, so nothing downstream re-checks it
 
     def validate(self) -> None:
-        if self.image_size not in SUPPORTED_IMAGE_SIZES:
-            raise FaceganError(f"image size {self.image_size} is not supported: use one of "
-                               f"{', '.join(map(str, SUPPORTED_IMAGE_SIZES))}")
-        most = int(math.log2(self.image_size)) - 1  # stop at 2x2: a 1x1 map leaves nothing for the head
-        if not 1 <= self.layers <= most:
-            raise FaceganError(f"--num-layers {self.num_layers} does not fit {self.image_size}x{self.image_size} "
-                               f"images: use 1 to {most} (0 picks {most - 1})")
-        if self.conv_dim < 1 or self.z_size < 1:
-            raise FaceganError("--conv-dim and --z-size must be positive integers")
         if self.arch not in ARCHS:
-            raise FaceganError(f"unknown architecture '{self.arch}': use {' or '.join(ARCHS)}")
+            raise FaceganError(f"unknown architecture '{self.arch}': use one of {', '.join(ARCHS)}")
+        check_image_size(self.image_size, self.arch)
+        if min(self.conv_dim, self.z_size) < 1 or min(self.g_conv_dim, self.d_conv_dim) < 0:
+            raise FaceganError("--conv-dim and --z-size must be positive integers, --g/d-conv-dim 0 or more")
+        layered = {"--num-layers": self.num_layers, "--g-layers": self.g_layers, "--d-layers": self.d_layers}
+        if self.arch != "dcgan":
+            given = [flag for flag, value in layered.items() if value]
+            if given:
+                raise FaceganError(f"{', '.join(given)} applies to --arch dcgan only ({self.arch} has a fixed "
+                                   f"depth): drop it, and use --g-conv-dim/--d-conv-dim for its widths")
+        else:
+            most = most_layers(self.image_size)
+            for flag, value in layered.items():
+                if value < 0 or value > most:
+                    raise FaceganError(f"{flag} {value} does not fit {self.image_size}x{self.image_size} images: use "
+                                       f"1 to {most} (0 picks {default_layers(self.image_size)})")
         if self.d_head not in D_HEADS:
             raise FaceganError(f"unknown discriminator head '{self.d_head}': use {' or '.join(D_HEADS)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -72,6 +136,7 @@ class DataConfig:
     render_seed: int = 0    # which built-in face set; the same seed always draws the same faces
     crop: int = 0           # centre crop side in source pixels before resizing; 0 = largest centred square
     flip: bool = True       # random horizontal flips while training (faces are left-right symmetric)
+    max_images: int = 0     # train on the first N prepared images only; 0 = all
     max_pixels: int = 50_000_000  # images with more pixels are skipped and counted, not decoded (a 12000x12000
                                   # PNG is 420 KB on disk and 1.4 GB decoded); CelebA's are 39k pixels
 
@@ -88,6 +153,16 @@ class TrainConfig:
     instance_noise_steps: int = 500  # steps over which that std falls linearly to 0 (README: "Leaving mode collapse")
     beta1: float = 0.5           # Adam beta1; the paper's 0.5 steadies GAN training vs 0.9
     beta2: float = 0.999         # Adam beta2
+    opt_d: str = "adam"          # D's optimiser: adam, or sgd (GAN hacks: SGD for D, Adam for G)
+    opt_g: str = "adam"          # G's optimiser: adam or sgd
+    momentum: float = 0.9        # SGD momentum (either network with sgd)
+    lr_decay: str = "none"       # learning-rate schedule of both networks: none, linear or cosine (to 0 at the
+                                 # last step, from lr_decay_start on), or step (x lr_decay_gamma every lr_decay_every)
+    lr_decay_start: int = 0      # linear/cosine: step at which the decay begins (constant before)
+    lr_decay_every: int = 0      # step: steps between decays (required for step)
+    lr_decay_gamma: float = 0.5  # step: factor applied at each decay
+    augment: str = ""            # comma list from AUGMENTATIONS applied to real batches on the device ("flip" is
+                                 # data.flip, on by default); e.g. "brightness,contrast,rotate,translate"
     batch_size: int = 64         # images per step per process; the global batch is this x world size
     epochs: int = 20             # passes over the data set (20 x 20k faces: ~7 min on a 2-core CPU)
     max_steps: int = 0           # stop after this many steps in total; 0 = run all epochs
@@ -98,6 +173,7 @@ class TrainConfig:
     checkpoint_every: int = 0    # steps between mid-epoch saves of last.pt; 0 = every checkpoint_minutes instead
     checkpoint_minutes: float = 10.0  # with checkpoint_every 0: minutes of training between saves (a kill loses at most this)
     num_samples: int = 64        # images in each fixed-noise progress grid
+    sample_every: int = 0        # also write a progress grid every N steps (samples/step-NNNNNNN.png); 0 = per epoch only
     channels_last: bool | None = None  # NHWC memory layout; None = on for cpu/cuda (measured faster)
     amp: str = "auto"            # mixed precision: auto (bf16 on cuda and native-bf16 CPUs, else off), bf16, off
     compile: bool = False        # torch.compile both networks (slow start; pays on long GPU runs)
@@ -144,6 +220,31 @@ class TrainConfig:
             raise FaceganError("--num-images must be at least 1")
         if self.data.max_pixels < 1:
             raise FaceganError("--max-pixels must be at least 1")
+        if self.data.max_images < 0 or self.sample_every < 0:
+            raise FaceganError("--max-images and --sample-every must be 0 (off) or positive")
+        for name in ("opt_d", "opt_g"):
+            if getattr(self, name) not in OPTIMISERS:
+                raise FaceganError(f"unknown --{name.replace('_', '-')} '{getattr(self, name)}': use {' or '.join(OPTIMISERS)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise FaceganError(f"--momentum {self.momentum} is out of range: use [0, 1)")
+        if self.lr_decay not in LR_DECAYS:
+            raise FaceganError(f"unknown --lr-decay '{self.lr_decay}': use one of {', '.join(LR_DECAYS)}")
+        if self.lr_decay_start < 0 or self.lr_decay_every < 0 or not 0.0 < self.lr_decay_gamma <= 1.0:
+            raise FaceganError("--lr-decay-start and --lr-decay-every must be 0 or more, --lr-decay-gamma in (0, 1]")
+        if self.lr_decay == "step" and self.lr_decay_every < 1:
+            raise FaceganError("--lr-decay step needs --lr-decay-every N (steps between decays)")
+        if self.lr_decay not in ("linear", "cosine") and self.lr_decay_start:
+            raise FaceganError("--lr-decay-start applies to --lr-decay linear or cosine: drop it or pick one of those")
+        unknown = [name for name in self.augmentations if name not in AUGMENTATIONS]
+        if unknown:
+            raise FaceganError(f"unknown --augment '{unknown[0]}': use a comma list from {', '.join(AUGMENTATIONS)}")
+        if "flip" in self.augmentations and not self.data.flip:
+            raise FaceganError("--augment flip and --no-flip contradict each other: drop one")
+
+    @property
+    def augmentations(self) -> list[str]:
+        """--augment as a list, without empty entries."""
+        return [name.strip() for name in self.augment.split(",") if name.strip()]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -209,7 +310,7 @@ def load_config_file(path) -> dict:
 # the model, the data or the optimisation, and changing it would not be the same run.
 RESUMABLE_KEYS = {"epochs", "max_steps", "device", "log_every", "keep_checkpoints", "checkpoint_every",
                   "checkpoint_minutes", "compile", "eval_every",
-                  "eval_metrics", "eval_samples", "inception_weights", "tensorboard"}
+                  "eval_metrics", "eval_samples", "inception_weights", "tensorboard", "sample_every"}
 
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:

@@ -116,7 +116,7 @@ def _write_safetensors(generator: nn.Module, sidecar: dict, out: Path) -> None:
 
 
 def _write_onnx(generator: nn.Module, sidecar: dict, out: Path) -> None:
-    z = torch.randn(2, generator.config.z_size)
+    z = torch.randn(2, generator.config.noise_size)
     quiet = io.StringIO()
     onnx_logger = logging.getLogger("torch.onnx")
     level = onnx_logger.level
@@ -135,7 +135,7 @@ def _write_onnx(generator: nn.Module, sidecar: dict, out: Path) -> None:
 def _write_torchscript(generator: nn.Module, sidecar: dict, out: Path) -> None:
     with warnings.catch_warnings(), atomic_write(out, "wb") as f:
         warnings.simplefilter("ignore")  # TorchScript is deprecated upstream but still what many runtimes load
-        torch.jit.save(torch.jit.trace(generator, torch.randn(2, generator.config.z_size)), f)
+        torch.jit.save(torch.jit.trace(generator, torch.randn(2, generator.config.noise_size)), f)
 
 
 _WRITERS = {"safetensors": _write_safetensors, "onnx": _write_onnx, "torchscript": _write_torchscript}
@@ -154,8 +154,8 @@ def export(checkpoint, fmt: str, out, ema: bool = True) -> tuple[Path, Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     sidecar = {
         "format": EXPORT_FORMAT, "export": fmt, "file": out.name, "facegan_version": __version__,
-        "arch": cfg.model.arch, "z_size": cfg.model.z_size, "image_size": cfg.model.image_size,
-        "input": "z: float32 (N, z_size), drawn from N(0, 1)",
+        "arch": cfg.model.arch, "z_size": cfg.model.noise_size, "image_size": cfg.model.image_size,
+        "input": "z: float32 (N, z_size), drawn from N(0, 1)" + (" (image-shaped noise, flattened 3 x S x S)" if cfg.model.arch == "image-noise" else ""),
         "output": "images: float32 (N, 3, image_size, image_size), RGB, channels first",
         "output_range": [-1.0, 1.0], "to_uint8": "round((x + 1) * 127.5)",
         "ema": generator_weights(state, ema)[1],

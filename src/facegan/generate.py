@@ -75,7 +75,7 @@ def generate_from_latents(generator, z: torch.Tensor, batch_size: int = 64, devi
 
 def generate(generator, seeds, batch_size: int = 64, device="cpu", truncation: float = 1.0) -> np.ndarray:
     """uint8 (len(seeds), S, S, 3), one face per seed."""
-    return generate_from_latents(generator, latents(seeds, generator.config.z_size, truncation), batch_size, device)
+    return generate_from_latents(generator, latents(seeds, generator.config.noise_size, truncation), batch_size, device)
 
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ def latent_walk(keys: torch.Tensor, frames: int, slerp: bool = False, loop: bool
 def interpolate(generator, seeds, frames: int = 8, device="cpu", slerp: bool = False, loop: bool = False,
                 truncation: float = 1.0, batch_size: int = 64) -> np.ndarray:
     """uint8 faces (T, S, S, 3) along the walk through the seeds' latents."""
-    keys = latents(seeds, generator.config.z_size, truncation)
+    keys = latents(seeds, generator.config.noise_size, truncation)
     return generate_from_latents(generator, latent_walk(keys, frames, slerp, loop), batch_size, device)
 
 

@@ -1,9 +1,10 @@
 """DCGAN generator and discriminator (Radford et al. 2016), built from a ModelConfig.
 
-With L = cfg.layers strided layers, S = cfg.image_size, s0 = S / 2**L (cfg.final_size) and
-C = cfg.conv_dim, the discriminator halves the side and doubles the channels L times:
+With L strided layers (cfg.d_depth, cfg.g_depth), S = cfg.image_size, s0 = S / 2**L and
+C the width (cfg.d_width, cfg.g_width), the discriminator halves the side and doubles the channels L times:
 (N, 3, S, S) -> (N, C, S/2, S/2) -> ... -> (N, C*2**(L-1), s0, s0) -> head -> logits,
-and the generator mirrors it from z. Default 64x64: 4 layers, 64 -> 32 -> 16 -> 8 -> 4.
+and the generator mirrors it from z. Default 64x64: 4 layers, 64 -> 32 -> 16 -> 8 -> 4; 28x28: 2 layers to 7x7.
+G and D may differ in width and depth (--g-conv-dim, --d-layers, ...).
 
 Every network takes a ModelConfig or its fields by keyword, as notebooks write them:
 Generator(z_size=100, conv_dim=64, image_size=64) == Generator(ModelConfig(z_size=100, conv_dim=64, image_size=64)).
@@ -36,8 +37,8 @@ class Discriminator(nn.Module):
         self.config = cfg = _model_config(cfg, options)
         blocks = []
         channels_in, side = 3, cfg.image_size
-        for i in range(cfg.layers):
-            channels_out, side = cfg.conv_dim * 2 ** i, side // 2
+        for i in range(cfg.d_depth):
+            channels_out, side = cfg.d_width * 2 ** i, side // 2
             layers = OrderedDict()
             # A bias only where no BatchNorm follows: BatchNorm's shift makes it redundant.
             layers["conv"] = nn.Conv2d(channels_in, channels_out, 4, 2, 1,
@@ -49,6 +50,9 @@ class Discriminator(nn.Module):
                 layers["dropout"] = nn.Dropout2d(cfg.dropout)
             blocks.append(nn.Sequential(layers))
             channels_in = channels_out
+        if cfg.use_minibatch_std:
+            blocks.append(MinibatchStd())  # (N, C*2**(L-1) + 1, s0, s0)
+            channels_in += 1
         self.features = nn.Sequential(*blocks)  # (N, C*2**(L-1), s0, s0)
         if cfg.d_head == "conv":
             # One s0 x s0 convolution: all-convolutional, as in the paper.
@@ -69,14 +73,15 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig | None = None, **options):
         super().__init__()
         self.config = cfg = _model_config(cfg, options)
-        top = cfg.conv_dim * 2 ** (cfg.layers - 1)
+        top = cfg.g_width * 2 ** (cfg.g_depth - 1)
         # Project z (a 1x1 map) to the smallest feature map with one s0 x s0 transposed convolution.
         self.project = _up_block(
-            nn.ConvTranspose2d(cfg.z_size, top, cfg.final_size, 1, 0, bias=not cfg.batchnorm),  # (N, top, s0, s0)
+            nn.ConvTranspose2d(cfg.z_size, top, cfg.image_size >> cfg.g_depth, 1, 0,
+                               bias=not cfg.batchnorm),  # (N, top, s0, s0)
             top, cfg.batchnorm)
         blocks = []
         channels = top
-        for _ in range(cfg.layers - 1):
+        for _ in range(cfg.g_depth - 1):
             blocks.append(_up_block(
                 nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=not cfg.batchnorm),  # (N, channels/2, 2x side)
                 channels // 2, cfg.batchnorm))
@@ -97,7 +102,7 @@ class MLPGenerator(nn.Module):
     def __init__(self, cfg: ModelConfig | None = None, **options):
         super().__init__()
         self.config = cfg = _model_config(cfg, options)
-        width, size = cfg.conv_dim * 8, cfg.image_size
+        width, size = cfg.g_width * 8, cfg.image_size
         self.net = nn.Sequential(
             nn.Flatten(),                                        # (N, z)
             nn.Linear(cfg.z_size, width), nn.ReLU(inplace=True),   # (N, w)
@@ -117,7 +122,7 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, cfg: ModelConfig | None = None, **options):
         super().__init__()
         self.config = cfg = _model_config(cfg, options)
-        width, size = cfg.conv_dim * 8, cfg.image_size
+        width, size = cfg.d_width * 8, cfg.image_size
         layers = [nn.Flatten()]                                  # (N, 3*S*S)
         for n_in, n_out in ((3 * size * size, 4 * width), (4 * width, 2 * width), (2 * width, width)):
             layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2, inplace=True)]  # (N, n_out)
@@ -128,6 +133,89 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)  # (N, 1)
+
+
+class ImageNoiseGenerator(nn.Module):
+    """Noise shaped like an image -> strided convolutions -> one fully connected layer -> the image.
+
+    The variant a face-generation write-up tried. Its input is noise (N, 3, S, S), drawn flat as
+    (N, 3*S*S) like any z, so seeds and latent walks work the same. A 1x1 convolution narrows the
+    conv features to about z_size numbers before the fully connected layer (README, "image-noise"):
+    without it the layer sees thousands of independent random features, and G can learn only the
+    mean face from them (what the write-up's 26M-parameter G did: one face, or pixel noise)."""
+
+    def __init__(self, cfg: ModelConfig | None = None, **options):
+        super().__init__()
+        self.config = cfg = _model_config(cfg, options)
+        width, size = cfg.g_width, cfg.image_size
+        side = size // 4
+        narrow = max(1, -(-cfg.z_size // (side * side)))  # channels so that narrow*side**2 >= z_size
+        self.features = nn.Sequential(
+            _conv_block(3, width, cfg.batchnorm, nn.ReLU(inplace=True)),           # (N, C, S/2, S/2)
+            _conv_block(width, 2 * width, cfg.batchnorm, nn.ReLU(inplace=True)),   # (N, 2C, S/4, S/4)
+            nn.Conv2d(2 * width, narrow, 1),                                       # (N, k, S/4, S/4)
+            nn.Flatten(),                                                          # (N, k*(S/4)**2) ~ z_size
+        )
+        self.to_image = nn.Linear(narrow * side * side, 3 * size * size)          # (N, 3*S*S)
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        """noise (N, 3*S*S) or (N, 3, S, S) -> images (N, 3, S, S) in [-1, 1]."""
+        size = self.config.image_size
+        images = self.to_image(self.features(noise.reshape(-1, 3, size, size)))
+        return torch.tanh(images).view(-1, 3, size, size)
+
+
+class ImageNoiseDiscriminator(nn.Module):
+    """Its partner: strided convolutions -> fully connected layers, wider than G (as in the write-up)."""
+
+    def __init__(self, cfg: ModelConfig | None = None, **options):
+        super().__init__()
+        self.config = cfg = _model_config(cfg, options)
+        width, side = cfg.d_width, cfg.image_size // 8
+        blocks = [_conv_block(3, width, False, nn.LeakyReLU(0.2, inplace=True)),            # (N, C, S/2, S/2)
+                  _conv_block(width, 2 * width, cfg.batchnorm, nn.LeakyReLU(0.2, inplace=True)),  # (N, 2C, S/4, S/4)
+                  _conv_block(2 * width, 4 * width, cfg.batchnorm, nn.LeakyReLU(0.2, inplace=True))]  # (N, 4C, S/8, S/8)
+        channels = 4 * width
+        if cfg.use_minibatch_std:
+            blocks.append(MinibatchStd())                                          # (N, 4C+1, S/8, S/8)
+            channels += 1
+        hidden = 16 * width
+        self.features = nn.Sequential(*blocks, nn.Flatten())                       # (N, (4C+1)*(S/8)**2)
+        head = [nn.Linear(channels * side * side, hidden), nn.LeakyReLU(0.2, inplace=True)]  # (N, 16C)
+        if cfg.dropout > 0:
+            head.append(nn.Dropout(cfg.dropout))
+        self.head = nn.Sequential(*head, nn.Linear(hidden, 1))                    # (N, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))  # (N, 1)
+
+
+class MinibatchStd(nn.Module):
+    """Append one feature map: the std of each feature across groups of `group` images, averaged
+    (Karras et al. 2018). A generator that draws one face for every z gives D a tell-tale zero here,
+    so D can punish collapse, which per-image features cannot see."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        group = self.group if n % self.group == 0 else n
+        grouped = x.float().reshape(group, n // group, c, h, w)             # (G, N/G, C, H, W)
+        std = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt()          # (N/G, C, H, W)
+        feature = std.mean(dim=(1, 2, 3)).to(x.dtype)                      # (N/G,)
+        feature = feature.repeat(group).reshape(n, 1, 1, 1).expand(n, 1, h, w)  # (N, 1, H, W)
+        return torch.cat([x, feature], dim=1)                              # (N, C+1, H, W)
+
+
+def _conv_block(channels_in: int, channels_out: int, batchnorm: bool, activation: nn.Module) -> nn.Sequential:
+    """Strided 4x4 convolution (halves the side), BatchNorm unless off, activation."""
+    layers = OrderedDict(conv=nn.Conv2d(channels_in, channels_out, 4, 2, 1, bias=not batchnorm))
+    if batchnorm:
+        layers["bn"] = nn.BatchNorm2d(channels_out)
+    layers["act"] = activation
+    return nn.Sequential(layers)
 
 
 def _up_block(conv: nn.Module, channels: int, batchnorm: bool) -> nn.Sequential:
@@ -151,15 +239,23 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+# arch -> (generator class, discriminator class): the one list of architectures' networks
+NETWORKS = {"dcgan": (Generator, Discriminator), "mlp": (MLPGenerator, MLPDiscriminator),
+            "image-noise": (ImageNoiseGenerator, ImageNoiseDiscriminator)}
+
+
 def make_generator(cfg: ModelConfig) -> nn.Module:
     """The generator cfg describes (uninitialised): what checkpoints are loaded into."""
-    return MLPGenerator(cfg) if cfg.arch == "mlp" else Generator(cfg)
+    return NETWORKS[cfg.arch][0](cfg)
+
+
+def make_discriminator(cfg: ModelConfig) -> nn.Module:
+    return NETWORKS[cfg.arch][1](cfg)
 
 
 def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     """Both networks, freshly initialised from the current torch RNG."""
-    generator = make_generator(cfg)
-    discriminator = MLPDiscriminator(cfg) if cfg.arch == "mlp" else Discriminator(cfg)
+    generator, discriminator = make_generator(cfg), make_discriminator(cfg)
     init_weights(generator)
     init_weights(discriminator)
     return generator, discriminator

@@ -66,6 +66,7 @@ class RunFolder:
     progress_json = property(lambda self: self.path / "progress.json")          # step/epoch of last.pt, for listings
     generated_png = property(lambda self: self.path / "generated.png")          # facegan generate's default
     interpolation_png = property(lambda self: self.path / "interpolation.png")  # facegan interpolate's default
+    nearest_png = property(lambda self: self.path / "nearest.png")              # evaluate --metrics nn's sheet
     checkpoint_dir = property(lambda self: self.path / "checkpoints")
     last_pt = property(lambda self: self.checkpoint_dir / "last.pt")
     best_pt = property(lambda self: self.checkpoint_dir / "best.pt")

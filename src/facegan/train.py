@@ -9,23 +9,26 @@ the same weights bit for bit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import time
 from pathlib import Path
 
 import torch
 
 from . import checkpoints, distributed
-from .augment import instance_noise, instance_noise_std
+from .augment import augment, instance_noise, instance_noise_std
 from .config import TrainConfig
 from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare, summary
-from .device import (adam_options, autocast_factory, check_fits, default_channels_last, resolve_amp,
+from .device import (autocast_factory, check_fits, default_channels_last, resolve_amp,
                      resolve_device)
 from .errors import FaceganError
 from .images import make_grid, plot_eval, plot_losses, save_grid, to_uint8
 from .interrupt import StopRequest
 from .losses import GANLoss, make_loss
 from .models import build_models, training_bytes
+from .optim import lr_factor, make_optimizer, set_learning_rates
 from .monitor import Monitor
 from .runs import RunFolder, require_training_state, run_for_training, run_name_of
 
@@ -96,16 +99,15 @@ class Trainer:
             self.discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
         for net in (self.generator, self.discriminator):
             net.to(self.device, memory_format=self.memory_format)
-        adam = dict(betas=(cfg.beta1, cfg.beta2), **adam_options(self.device))
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, **adam)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, **adam)
+        self.opt_g = make_optimizer(cfg.opt_g, self.generator.parameters(), cfg.lr_g, cfg, self.device)
+        self.opt_d = make_optimizer(cfg.opt_d, self.discriminator.parameters(), cfg.lr_d, cfg, self.device)
         self.loss = make_loss(cfg.loss, cfg.real_label)
         # What the step calls: DDP and torch.compile wrappers; the plain modules are what gets saved.
         self.step_generator, self.step_discriminator, self.step_discriminator_in_g_step = distributed.wrap_for_step(
             self.generator, self.discriminator, world, self.device, cfg.compile)
 
         self.noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # z and flips, in step order
-        self.fixed_z = torch.randn(cfg.num_samples, cfg.model.z_size,
+        self.fixed_z = torch.randn(cfg.num_samples, cfg.model.noise_size,
                                    generator=torch.Generator().manual_seed(cfg.seed + 2)).to(self.device)
         self.batches = BatchSource(prepared.images, cfg.batch_size, self.device, cfg.seed, cfg.data.flip,
                                    self.memory_format, rank=world.rank, world_size=world.size)
@@ -116,6 +118,11 @@ class Trainer:
         self.best: dict | None = None  # {"metric", "value", "step"} of checkpoints/best.pt
         self._reals_diversity: float | None = None  # MS-SSIM among real faces, the collapse check's yardstick
         self.step = self.epoch = self.step_in_epoch = 0
+        # The learning-rate schedule's length (optim.py): a killed run resumes on the same plan, exactly;
+        # resuming with other --epochs/--max-steps re-plans the rest of the schedule (and says so).
+        self.planned_steps = cfg.epochs * self.batches.steps_per_epoch
+        if cfg.max_steps:
+            self.planned_steps = min(self.planned_steps, cfg.max_steps)
         if state is not None:
             self._restore(state)
         self.tensorboard = None
@@ -139,7 +146,7 @@ class Trainer:
             "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "rng": rng,
-            "world_size": self.world.size, "best": self.best,
+            "world_size": self.world.size, "best": self.best, "planned_steps": self.planned_steps,
         }
 
     def _restore(self, state: dict) -> None:
@@ -154,6 +161,9 @@ class Trainer:
                                "of the run (checkpoints/epoch-NNNN.pt)") from None
         self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
         self.best = state.get("best")
+        if self.cfg.lr_decay != "none" and state.get("planned_steps", self.planned_steps) != self.planned_steps:
+            self.log(f"note: the learning-rate schedule now spans {self.planned_steps} steps "
+                     f"(was {state['planned_steps']}): --epochs or --max-steps changed")
         torch.set_rng_state(state["rng"]["torch"])
         self.noise.set_state(state["rng"]["noise"].to(self.noise.get_state().device))
         if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -254,17 +264,25 @@ class Trainer:
                     self.log("note: dropped a partial last line of metrics.jsonl (a write cut short by a crash)")
         from tqdm import tqdm
 
+        augmentations = [name for name in cfg.augmentations if name != "flip"]  # flips happen in self.batches
         window, window_steps, window_start = torch.zeros(len(METRIC_NAMES), device=self.device), 0, time.perf_counter()
         stopped = "complete"
+        diverged = False
         last_saved = time.monotonic()
         with StopRequest() as stop:
             while self.epoch < cfg.epochs:
                 bar = tqdm(total=per_epoch, initial=self.step_in_epoch, disable=not self.progress,
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
                 for real in self.batches.epoch(self.epoch, self.noise, start_step=self.step_in_epoch):
+                    if augmentations:
+                        real = augment(real, augmentations, self.noise, self.world.rank, self.world.size
+                                       ).contiguous(memory_format=self.memory_format)
                     # z for the whole global batch, this rank's slice: one noise stream for any world size.
-                    z = torch.randn(len(real) * self.world.size, cfg.model.z_size, device=self.device,
+                    z = torch.randn(len(real) * self.world.size, cfg.model.noise_size, device=self.device,
                                     generator=self.noise)[self.world.rank::self.world.size]
+                    if cfg.lr_decay != "none":
+                        set_learning_rates([(self.opt_d, cfg.lr_d), (self.opt_g, cfg.lr_g)],
+                                           lr_factor(cfg, self.step, self.planned_steps))
                     noise_std = instance_noise_std(cfg.instance_noise, cfg.instance_noise_steps, self.step)
                     d_input_noise = (instance_noise(real, noise_std, self.noise, self.world.rank, self.world.size)
                                      if noise_std > 0 else None)
@@ -277,7 +295,11 @@ class Trainer:
                     bar.update(1)
                     if cfg.eval_every and self.step % cfg.eval_every == 0 and self.world.is_main:
                         self.evaluate()
-                    if self.world.is_main and self._checkpoint_due(last_saved) and self.step_in_epoch < per_epoch:
+                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.world.is_main \
+                            and self.step_in_epoch < per_epoch:  # an epoch's end writes its own grid
+                        self.write_samples(f"step-{self.step:07d}")
+                    if self.world.is_main and self._checkpoint_due(last_saved) and self.step_in_epoch < per_epoch \
+                            and bool(torch.isfinite(window).all()):  # never a NaN state over a good one
                         self.save_checkpoint(end_of_epoch=False)  # bounds what a kill can lose
                         last_saved = time.monotonic()
                     if self.step % cfg.log_every == 0:
@@ -288,11 +310,17 @@ class Trainer:
                         window_steps, window_start = 0, time.perf_counter()
                         # Ranks agree on Ctrl-C only here, so all stop after the same step.
                         stop_now = distributed.any_rank(stop.requested, self.world, self.device)
+                        # NaN weights only stay NaN: stop, and keep the last good checkpoint (all
+                        # ranks see the same averaged row, so all stop together).
+                        diverged = not all(math.isfinite(row[k]) for k in METRIC_NAMES)
                     else:
                         stop_now = stop.requested and not self.world.distributed
-                    if stop_now or (cfg.max_steps and self.step >= cfg.max_steps):
+                    if stop_now or diverged or (cfg.max_steps and self.step >= cfg.max_steps):
                         break
                 bar.close()
+                if diverged:
+                    stopped = "diverged"
+                    break
                 if self.step_in_epoch == per_epoch:
                     self.epoch, self.step_in_epoch = self.epoch + 1, 0
                     if self.world.is_main:
@@ -302,7 +330,7 @@ class Trainer:
                 if stop_now or (cfg.max_steps and self.step >= cfg.max_steps):
                     stopped = "interrupted" if stop_now else "max_steps"
                     break
-        if stopped != "complete" and self.step_in_epoch:  # a mid-epoch stop: save where we are
+        if stopped not in ("complete", "diverged") and self.step_in_epoch:  # a mid-epoch stop: save where we are
             if window_steps:
                 self._log_window(window, window_steps, window_start)
             if self.world.is_main:
@@ -335,6 +363,10 @@ class Trainer:
         return row
 
 
+class TrainingDiverged(FaceganError):
+    """The losses became NaN or infinite; the run's checkpoints hold the last good state."""
+
+
 def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True, log=print,
           cache_dir=None, state: dict | None = None) -> Path:
     """Train a new run under `out`, or continue the one `resume_from` (a checkpoint file) belongs to.
@@ -360,6 +392,9 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         if world.is_main:
             log(summary(prepared))
             distributed.barrier(world)
+        if cfg.data.max_images and cfg.data.max_images < len(prepared.images):
+            log(f"training on the first {cfg.data.max_images} of {len(prepared.images)} images (--max-images)")
+            prepared = dataclasses.replace(prepared, images=prepared.images[:cfg.data.max_images])
         run_dir = run_for_training(f"{run_name_of(cfg.data.source)}{cfg.model.image_size}", out, resume_from, world)
         trainer = Trainer(cfg, run_dir, prepared, state=state, progress=progress, log=log, world=world, device=device)
         log(f"run folder: {run_dir}" + (f" ({world.size} processes, global batch {trainer.cfg.batch_size * world.size})"
@@ -374,6 +409,10 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
             finally:
                 if trainer.tensorboard:
                     trainer.tensorboard.close()
+        if result["stopped"] == "diverged":
+            raise TrainingDiverged(f"training diverged at step {result['step']}: the losses became NaN or infinite "
+                                   f"(metrics.jsonl); lower --lr-d/--lr-g or try --loss lsgan, and resume from the "
+                                   f"last good checkpoint in {run_dir / 'checkpoints'} or start again")
         if result["stopped"] == "interrupted":
             raise KeyboardInterrupt  # saved already; the caller (a shell: exit status 130) learns it was a Ctrl-C
         log(f"finished at epoch {result['epoch']}, step {result['step']} ({result['stopped']}); "

@@ -56,8 +56,12 @@ def _cached(path: Path, compute) -> dict:
 
 
 def evaluate(generator, prepared, metrics, num_samples: int = 1000, device="cpu", inception_weights=None,
-             batch_size: int = 64, cache_dir=None, seed: int = 0) -> dict:
-    """Metric name -> value for `generator` against the prepared images."""
+             batch_size: int = 64, cache_dir=None, seed: int = 0, train_count: int | None = None,
+             sheet_path=None) -> dict:
+    """Metric name -> value for `generator` against the prepared images.
+
+    For "nn", `train_count` is how many of the images the run trained on (the rest are held out) and
+    `sheet_path`, when given, receives the sheet of samples beside their nearest training images."""
     metrics = list(metrics)
     was_training = generator.training
     generator.eval()
@@ -77,6 +81,21 @@ def evaluate(generator, prepared, metrics, num_samples: int = 1000, device="cpu"
                             lambda: {"msssim": np.array(diversity(real, seed=seed))})
         results["msssim"] = round(diversity(fake, seed=seed), 4)
         results["msssim_real"] = round(float(reference["msssim"]), 4)
+    if "nn" in metrics:
+        from ..images import save_image
+        from .nearest import nearest_neighbour_report
+
+        features = None
+        if inception_weights:
+            from .inception import load_inception
+            model = load_inception(inception_weights, device)
+            features = lambda images: inception_features(model, images, device)  # noqa: E731
+        report, sheet = nearest_neighbour_report(fake, prepared.images, train_count or len(prepared.images),
+                                                 seed=seed, features=features)
+        results.update(report)
+        if sheet_path is not None:
+            save_image(sheet, sheet_path, upscale=max(1, 96 // fake.shape[1]))
+            results["nn_sheet"] = str(sheet_path)
     if INCEPTION_METRICS & set(metrics):
         from .fid import fid, kid, precision_recall
         from .inception import load_inception

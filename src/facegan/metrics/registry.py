@@ -13,6 +13,7 @@ METRICS = {
     "fid": "Frechet Inception distance (needs the Inception weights)",
     "kid": "kernel Inception distance (needs the Inception weights)",
     "pr": "precision and recall in Inception space (needs the Inception weights)",
+    "nn": "nearest training images of samples vs of held-out reals: is G copying? (+ a sheet; no download)",
 }
 INCEPTION_METRICS = frozenset({"fid", "kid", "pr"})
 BEST_CHECKPOINT_METRICS = ("swd", "fid", "kid")  # lower is better: what checkpoints/best.pt can follow
@@ -21,6 +22,7 @@ BEST_CHECKPOINT_METRICS = ("swd", "fid", "kid")  # lower is better: what checkpo
 RESULT_TITLES = {
     "swd": "SWD x1e3 (lower is better)", "fid": "FID (lower is better)", "kid": "KID (lower is better)",
     "msssim": "MS-SSIM between samples (lower = more diverse)", "precision": "precision", "recall": "recall",
+    "nn_ratio": "nearest-neighbour ratio (< 1: closer to training images than new faces are)",
 }
 
 
