@@ -1,7 +1,6 @@
 """The web demo: its endpoints over HTTP, and the page in a real browser (Debian's chromium driven by
 selenium; skipped, saying why, where either is missing)."""
 
-import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -12,9 +11,6 @@ from facegan.config import DataConfig, ModelConfig, TrainConfig
 from facegan.demo import make_server
 from facegan.generate import load_generator
 from facegan.train import train
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -56,22 +52,6 @@ def test_endpoints_serve_images_and_refuse_bad_parameters(server):
 def test_demo_binds_to_loopback_by_default():
     import inspect
     assert inspect.signature(make_server).parameters["host"].default == "127.0.0.1"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them with apt-get)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1400,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def _loaded(driver, element_id):

@@ -524,6 +524,81 @@ def _demo(args) -> None:
         server.server_close()
 
 
+def _add_study(subparsers) -> None:
+    p = subparsers.add_parser("study", help="hyperparameter studies: many runs, one report",
+                              description="Run a grid or random search of training settings from a TOML spec "
+                                          "and write a report across the runs (README, 'Studies').")
+    sub = p.add_subparsers(dest="study_command", required=True, parser_class=_Parser)
+    q = sub.add_parser("init", help="write a commented example spec",
+                       description="Write a commented example study spec (about an hour on 2 CPU cores).")
+    q.add_argument("file", help="the TOML file to write, e.g. study.toml")
+    q.set_defaults(func=_study_init)
+    q = sub.add_parser("run", help="run (or finish) a study",
+                       description="Run every trial of SPEC as an ordinary run in OUT/<setting>. Running it again "
+                                   "skips finished trials and resumes a killed one. Needs pip install "
+                                   "'facegan[study]' (Optuna).")
+    q.add_argument("spec", help="the study's TOML file")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder of the study's trials, study.json, report")
+    q.add_argument("--jobs", type=_positive_int, default=1,
+                   help="trials at once on this machine, CPU threads split between them; one GPU each when "
+                        "there are several (default: 1)")
+    q.add_argument("--storage", metavar="URL",
+                   help="Optuna storage shared by workers on several machines, e.g. postgresql://user:pw@host/db "
+                        "(default: sqlite file DIR/study.db)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_study_run)
+    q = sub.add_parser("worker", help="one worker process (what run --jobs starts)",
+                       description="Take waiting trials of a study until none is left; what 'study run --jobs' "
+                                   "starts on this machine.")
+    q.add_argument("spec", help="the study's TOML file")
+    q.add_argument("--out", required=True, metavar="DIR", help="the study's folder")
+    q.add_argument("--storage", required=True, metavar="URL", help="the study's Optuna storage")
+    q.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: all)")
+    q.set_defaults(func=_study_worker)
+    q = sub.add_parser("report", help="write DIR/report.html and DIR/report.md",
+                       description="Tables, sample grids, overlaid loss curves and metric plots per factor.")
+    q.add_argument("dir", help="the study's folder (its --out)")
+    q.set_defaults(func=_study_report)
+
+
+def _study_init(args) -> None:
+    from .fileio import write_text_atomic
+    from .study.spec import EXAMPLE
+
+    path = Path(args.file)
+    if path.exists():
+        raise FaceganError(f"{path} exists already: pick another name or delete it")
+    write_text_atomic(path, EXAMPLE)
+    print(f"wrote {path}: run it with 'facegan study run {path} --out studies/{path.stem}'")
+
+
+def _study_run(args) -> None:
+    from .study.runner import run_study
+    from .study.spec import load_spec
+
+    spec = load_spec(args.spec)
+    index = run_study(spec, args.out, jobs=args.jobs, storage=args.storage, progress=not args.no_progress)
+    print(f"wrote {index}; make the report with 'facegan study report {args.out}'")
+
+
+def _study_worker(args) -> None:
+    import torch
+
+    from .study.runner import work
+    from .study.spec import load_spec
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work(load_spec(args.spec), Path(args.out), args.storage)
+
+
+def _study_report(args) -> None:
+    from .study.report import write_report
+
+    html_path, md_path = write_report(args.dir)
+    print(f"wrote {html_path} and {md_path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="facegan", description="Train DCGANs on faces and generate new ones.")
     from . import __version__
@@ -536,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runs(subparsers)
     _add_export(subparsers)
     _add_demo(subparsers)
+    _add_study(subparsers)
     _add_data(subparsers)
     return parser
 

@@ -342,10 +342,14 @@ def run_name_of(source: str) -> str:
     return Path(source).stem if source != "faces" else "faces"
 
 
-def run_for_training(name: str, out, resume_from, world: distributed.World) -> Path:
-    """The folder a training writes to: the resumed run's, or a new one that rank 0 creates and
-    tells the other processes about."""
+def run_for_training(name: str, out, resume_from, world: distributed.World, run_dir=None) -> Path:
+    """The folder a training writes to: the resumed run's, the one asked for (a study's trial), or a
+    new numbered one that rank 0 creates and tells the other processes about."""
     if resume_from is not None:
         return run_of(resume_from).path
+    if run_dir is not None:
+        if world.is_main:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+        return Path(run_dir)
     path = str(new_run(out, name).path) if world.is_main else None
     return Path(distributed.from_rank0(path, world))

@@ -368,12 +368,13 @@ class TrainingDiverged(FaceganError):
 
 
 def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True, log=print,
-          cache_dir=None, state: dict | None = None) -> Path:
+          cache_dir=None, state: dict | None = None, run_dir=None) -> Path:
     """Train a new run under `out`, or continue the one `resume_from` (a checkpoint file) belongs to.
 
     For resume, `cfg` must already be the checkpoint's config with any allowed changes applied
     (config.resume_config does that); `state` may pass the checkpoint already loaded. Under
-    torchrun every process calls this; rank 0 writes. Returns the run folder. A Ctrl-C stops after the
+    torchrun every process calls this; rank 0 writes. `run_dir` names the folder of a new run instead
+    of numbering one under `out` (a study's trials). Returns the run folder. A Ctrl-C stops after the
     current step, saves, and then raises KeyboardInterrupt."""
     # Everything that can be wrong with the input was checked when cfg was made, before a run folder exists.
     world, device = distributed.init(resolve_device(cfg.device))
@@ -395,7 +396,8 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         if cfg.data.max_images and cfg.data.max_images < len(prepared.images):
             log(f"training on the first {cfg.data.max_images} of {len(prepared.images)} images (--max-images)")
             prepared = dataclasses.replace(prepared, images=prepared.images[:cfg.data.max_images])
-        run_dir = run_for_training(f"{run_name_of(cfg.data.source)}{cfg.model.image_size}", out, resume_from, world)
+        run_dir = run_for_training(f"{run_name_of(cfg.data.source)}{cfg.model.image_size}", out, resume_from, world,
+                                   run_dir)
         trainer = Trainer(cfg, run_dir, prepared, state=state, progress=progress, log=log, world=world, device=device)
         log(f"run folder: {run_dir}" + (f" ({world.size} processes, global batch {trainer.cfg.batch_size * world.size})"
                                         if world.distributed else ""))

@@ -1,0 +1,280 @@
+"""Running a study: every trial is an ordinary run (the same train() a user calls) in OUT/<trial name>.
+
+The trial queue lives in an Optuna storage (an SQLite file OUT/study.db by default; a PostgreSQL or
+MySQL URL lets workers on several machines share one study). Optuna is used as the engine: it hands
+each waiting trial to exactly one worker, notices a killed worker by its missing heartbeat and puts
+its trial back in the queue, and that trial then resumes from its run folder's checkpoint. facegan
+adds only what a study of GAN runs needs: trials named after their settings, resume, divergence
+recorded as a result (not a crash), and OUT/study.json, the index the report reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import FaceganError
+from ..fileio import write_text_atomic
+from .spec import StudySpec, Trial
+
+HEARTBEAT_S, GRACE_S = 2, 8  # a worker silent for GRACE_S seconds is dead: its trial goes back in the queue
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise FaceganError("facegan study run needs Optuna, its trial engine: pip install 'facegan[study]'") from None
+    import warnings
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # facegan prints one line per trial itself
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, fail_stale_trials
+    return optuna
+
+
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{(Path(out) / 'study.db').resolve()}"
+
+
+def open_study(storage_url: str, name: str):
+    optuna = _optuna()
+    import optuna.storages as storages
+    retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=3)} \
+        if hasattr(storages, "RetryHeartbeatStaleTrialCallback") else \
+        {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=3)}  # Optuna < 4.9
+    try:
+        storage = storages.RDBStorage(storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **retry,
+                                      engine_kwargs={"connect_args": {"timeout": 60}}
+                                      if storage_url.startswith("sqlite") else {})
+    except Exception as exc:  # a bad URL, an unreachable server: one line
+        raise FaceganError(f"cannot open the study storage {storage_url} ({str(exc).splitlines()[0][:120]}): "
+                           f"check the URL (sqlite:///path.db, postgresql://user:pass@host/db)") from None
+    return optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+
+
+def trial_name_of(frozen) -> str | None:
+    """The facegan trial an Optuna trial runs (enqueued trials carry it before they start)."""
+    return frozen.params.get("trial") or frozen.system_attrs.get("fixed_params", {}).get("trial")
+
+
+def enqueue_missing(study, spec: StudySpec) -> int:
+    """Put every trial that the storage has never seen in the queue; returns how many were added."""
+    known = {trial_name_of(t) for t in study.get_trials(deepcopy=False)}
+    missing = [t.name for t in spec.trained if t.name not in known]
+    for name in missing:
+        study.enqueue_trial({"trial": name})
+    return len(missing)
+
+
+def _steps_per_epoch(cfg) -> int:
+    from ..data.prepare import prepare
+    count = len(prepare(cfg.data, cfg.model.image_size).images)  # cached after the first trial
+    if cfg.data.max_images:
+        count = min(count, cfg.data.max_images)
+    return max(1, count // cfg.batch_size)
+
+
+def trial_config(spec: StudySpec, trial: Trial):
+    """The trial's config, with an evaluation at every epoch's end unless [base] says otherwise: the
+    report's metrics, and the per-epoch values an epochs factor reads."""
+    import dataclasses
+    cfg = spec.config(trial)
+    if not cfg.eval_every:
+        eval_metrics = cfg.eval_metrics if "msssim" in cfg.eval_metrics else cfg.eval_metrics + ",msssim"
+        cfg = dataclasses.replace(cfg, eval_every=_steps_per_epoch(cfg), eval_metrics=eval_metrics)
+    return cfg
+
+
+def run_trial(spec: StudySpec, trial: Trial, out: Path, log=print) -> dict:
+    """Train (or resume, or skip when finished) one trial; returns its record for study.json."""
+    from .. import checkpoints
+    from ..config import resume_config
+    from ..runs import RunFolder
+    from ..train import TrainingDiverged, train
+
+    cfg = trial_config(spec, trial)
+    run = RunFolder(Path(out) / trial.name)
+    started = time.time()
+    record = {"status": "done"}
+    try:
+        if run.last_pt.is_file():
+            state = checkpoints.load(run.last_pt)
+            if state["epoch"] < cfg.epochs:
+                log(f"trial {trial.name}: resuming at epoch {state['epoch']}, step {state['step']}")
+                train(resume_config(checkpoints.config_of(state), {}), resume_from=run.last_pt, progress=False,
+                      log=lambda *a: None, state=state)
+        else:
+            if run.path.exists():  # killed before its first checkpoint: nothing in it is worth keeping
+                shutil.rmtree(run.path)
+            train(cfg, run_dir=run.path, progress=False, log=lambda *a: None)
+    except TrainingDiverged as exc:
+        record = {"status": "diverged", "reason": str(exc).split(":")[0] + ": losses became NaN or infinite"}
+    except FaceganError as exc:
+        record = {"status": "failed", "reason": str(exc)}
+    record["wall_s"] = round(time.time() - started, 1)
+    return record
+
+
+def _objective(spec: StudySpec, out: Path, log):
+    optuna = _optuna()
+    by_name = {t.name: t for t in spec.trained}
+
+    def objective(trial):
+        me = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        if "fixed_params" not in me.system_attrs:  # the queue ran dry while we asked: nothing to do
+            raise optuna.TrialPruned("no waiting trial")
+        name = trial.suggest_categorical("trial", list(by_name))
+        done = [t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if trial_name_of(t) == name]
+        if done:  # enqueued twice by workers that started together: it already ran
+            raise optuna.TrialPruned("duplicate")
+        record = run_trial(spec, by_name[name], out, log)
+        for key, value in record.items():
+            trial.set_user_attr(key, value)
+        summary = summarise(Path(out) / name)
+        for key, value in summary.items():
+            trial.set_user_attr(key, value)
+        write_index(spec, out, trial.study)
+        if record["status"] != "done":
+            log(f"trial {name}: {record['status']} ({record['reason']})")
+            raise optuna.TrialPruned(record["status"])
+        log(f"trial {name}: done in {record['wall_s']:.0f} s, SWD {summary.get('swd', float('nan')):.2f}, "
+            f"MS-SSIM {summary.get('msssim', float('nan')):.3f}")
+        return summary.get("swd", float("inf"))
+
+    return objective
+
+
+def work(spec: StudySpec, out: Path, storage_url: str, log=print) -> None:
+    """One worker: take waiting trials until none is waiting or running anywhere."""
+    optuna = _optuna()
+    from optuna.storages import fail_stale_trials
+
+    study = open_study(storage_url, study_name(out))
+    objective = _objective(spec, Path(out), log)
+    while True:
+        fail_stale_trials(study)  # trials of dead workers: failed, and queued again by the retry callback
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        if optuna.trial.TrialState.WAITING in states:
+            study.optimize(objective, n_trials=1, catch=(Exception,))
+        elif optuna.trial.TrialState.RUNNING in states:
+            time.sleep(1)  # another worker's trial: wait for it to finish or for its heartbeat to stop
+        else:
+            break
+    write_index(spec, out, study)
+
+
+def study_name(out: Path) -> str:
+    return f"facegan:{Path(out).resolve().name}"
+
+
+def run_study(spec: StudySpec, out, jobs: int = 1, storage: str | None = None, log=print,
+              progress: bool = True) -> Path:
+    """Run every trial of `spec` under `out` with `jobs` local workers; returns out/study.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage_url = storage or default_storage(out)
+    study = open_study(storage_url, study_name(out))
+    added = enqueue_missing(study, spec)
+    finished = _finished(study)
+    log(f"study {out}: {len(spec.trained)} trials to train ({len(finished)} finished already, {added} newly queued), "
+        f"{jobs} worker(s), storage {storage_url}")
+    write_text_atomic(out / "spec.toml", Path(spec.path).read_text())
+    if jobs == 1:
+        work(spec, out, storage_url, log)
+    else:
+        _run_workers(spec, out, storage_url, jobs, study, progress)
+    return write_index(spec, out, study)
+
+
+def _finished(study) -> set[str]:
+    from optuna.trial import TrialState
+    return {trial_name_of(t) for t in study.get_trials(deepcopy=False)
+            if t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and t.user_attrs.get("status"))}
+
+
+def _run_workers(spec: StudySpec, out: Path, storage_url: str, jobs: int, study, progress: bool) -> None:
+    """`jobs` worker processes on this machine, CPU threads split between them (and one GPU each where
+    there are several), with an overall progress bar."""
+    from tqdm import tqdm
+
+    import torch
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    workers = []
+    for i in range(jobs):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        command = [sys.executable, "-m", "facegan", "study", "worker", str(spec.path), "--out", str(out),
+                   "--storage", storage_url, "--threads", str(threads)]
+        workers.append(subprocess.Popen(command, env=env))
+    total = len(spec.trained)
+    bar = tqdm(total=total, initial=len(_finished(study)), desc="trials", unit="trial", disable=not progress)
+    try:
+        while any(w.poll() is None for w in workers):
+            time.sleep(2)
+            bar.update(len(_finished(study)) - bar.n)
+        bar.update(len(_finished(study)) - bar.n)
+    finally:
+        bar.close()
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+    if any(w.returncode not in (0, None) for w in workers):
+        raise FaceganError(f"a study worker failed (exit codes {[w.returncode for w in workers]}): re-run the "
+                           f"same command to finish the study; finished trials are kept")
+
+
+# --- the index the report reads -------------------------------------------------------------------
+
+def summarise(run_dir: Path, epoch: int | None = None) -> dict:
+    """Final numbers of a trial's run, or those at the end of `epoch` (an epochs view)."""
+    from ..runs import RunFolder
+    run = RunFolder(run_dir)
+    steps = run.read_metrics("loss_d")
+    evals = run.read_metrics("eval")
+    if epoch is not None and steps:
+        per_epoch = steps[-1]["step"] / max(steps[-1]["epoch"], 1e-9)
+        limit = round(epoch * per_epoch)
+        steps = [r for r in steps if r["step"] <= limit]
+        evals = [r for r in evals if r["step"] <= limit]
+    summary = {}
+    if steps:
+        last = steps[-1]
+        summary.update(loss_d=last["loss_d"], loss_g=last["loss_g"], step=last["step"],
+                       images_per_s=sorted(r["images_per_s"] for r in steps)[len(steps) // 2])
+    if evals:
+        for key in ("swd", "msssim", "msssim_real", "fid", "kid"):
+            if key in evals[-1]["eval"]:
+                summary[key] = evals[-1]["eval"][key]
+    return summary
+
+
+def write_index(spec: StudySpec, out, study=None) -> Path:
+    """OUT/study.json: every trial with its settings, status, reason, wall time and final numbers."""
+    out = Path(out)
+    records = {}
+    if study is not None:
+        for frozen in study.get_trials(deepcopy=False):
+            name = trial_name_of(frozen)
+            if name and frozen.user_attrs.get("status"):
+                records[name] = dict(frozen.user_attrs)
+    trials = []
+    for trial in spec.trials:
+        entry = {"name": trial.name, "factor": trial.factor, "settings": trial.settings, "view_of": trial.view_of}
+        source = trial.view_of or trial.name
+        if source in records:
+            entry.update(records[source])
+            if trial.view_of:
+                entry.update(summarise(out / source, trial.epochs_view), wall_s=None)
+        else:
+            entry["status"] = "pending"
+        entry["run"] = source
+        trials.append(entry)
+    index = {"spec": str(spec.path), "mode": spec.mode, "base": spec.base, "factors": spec.factors, "trials": trials}
+    return write_text_atomic(out / "study.json", json.dumps(index, indent=2, default=str) + "\n")

@@ -1,0 +1,243 @@
+"""A study spec: TOML with [base] (options every trial shares) and either [grid] (one factor at a time
+around [base], or every combination with mode = "product") or [random] (trials sampled from
+distributions). Every option is a `facegan train` option by its long name, dashes or underscores.
+Everything is checked, and every trial's config built, before any training starts."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig, ModelConfig, TrainConfig, apply_overrides
+from ..errors import FaceganError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+# Option names that are not simply a config field: name -> dotted keys it sets.
+_ALIASES = {"lr": ("lr_d", "lr_g"), "data": ("data.source",), "label_smoothing": ("real_label",)}
+# Options a study sets itself (trial folders, evaluation for the report) or that make no sense per trial.
+_NOT_IN_STUDIES = {"device", "resume", "out", "config", "compile"}
+_DISTRIBUTION = re.compile(r"^\s*(loguniform|uniform|choice|randint)\s*\((.*)\)\s*$")
+
+
+def option_keys(name: str) -> tuple[str, ...]:
+    """A `facegan train` option name ('conv-dim', 'lr', 'num_images') -> the dotted config keys it sets."""
+    key = name.replace("-", "_")
+    if key in _ALIASES:
+        return _ALIASES[key]
+    top = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "data"}
+    if key in top and key not in _NOT_IN_STUDIES:
+        return (key,)
+    if key in {f.name for f in dataclasses.fields(ModelConfig)}:
+        return (f"model.{key}",)
+    if key in {f.name for f in dataclasses.fields(DataConfig)} - {"source"}:
+        return (f"data.{key}",)
+    raise KeyError(name)
+
+
+def _value_text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+@dataclass
+class Trial:
+    name: str                   # its folder under the study's output, e.g. "lr=0.001" or "trial-003"
+    settings: dict              # option -> value, on top of [base]
+    factor: str | None = None   # one-factor grid: the option this trial varies
+    view_of: str | None = None  # epochs factor: the trial whose run this one reads (no training of its own)
+    epochs_view: int = 0        # that run's epoch to read
+
+
+@dataclass
+class StudySpec:
+    path: Path
+    base: dict
+    mode: str                   # "grid" (one factor at a time), "product" or "random"
+    factors: dict               # grid: option -> values; random: option -> distribution text
+    trials: list[Trial] = field(default_factory=list)
+    random_seed: int = 0
+
+    def config(self, trial: Trial) -> TrainConfig:
+        """The TrainConfig a trial trains with."""
+        return build_config({**self.base, **trial.settings}, self.path)
+
+    @property
+    def trained(self) -> list[Trial]:
+        """Trials that train (epochs views read another trial's run)."""
+        return [t for t in self.trials if t.view_of is None]
+
+
+def _fail(path, where: str, problem: str) -> FaceganError:
+    return FaceganError(f"study spec {Path(path).name}: {where}: {problem}")
+
+
+def build_config(options: dict, path=".") -> TrainConfig:
+    overrides = {}
+    for name, value in options.items():
+        try:
+            keys = option_keys(name)
+        except KeyError:
+            raise _fail(path, name, "not a facegan train option (see 'facegan train --help'; dashes or "
+                                    "underscores, e.g. conv_dim)") from None
+        overrides.update({key: value for key in keys})
+    try:
+        return TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), overrides))
+    except FaceganError as exc:
+        raise FaceganError(f"study spec {Path(path).name}: {exc}") from None
+
+
+def _distribution(text, name: str, path):
+    """'loguniform(1e-4, 1e-3)' -> a function rng -> value."""
+    match = _DISTRIBUTION.match(text) if isinstance(text, str) else None
+    try:
+        args = ast.literal_eval(f"({match.group(2)},)") if match else None
+    except (ValueError, SyntaxError):
+        args = None
+    if not match or not args:
+        raise _fail(path, f"[random] {name}", f"cannot read {text!r}: use loguniform(a, b), uniform(a, b), "
+                                              f"randint(a, b) or choice(x, y, ...)")
+    kind = match.group(1)
+    if kind == "choice":
+        return lambda rng: args[int(rng.integers(len(args)))]
+    if len(args) != 2 or not all(isinstance(a, (int, float)) for a in args) or not args[0] < args[1] \
+            or (kind == "loguniform" and args[0] <= 0):
+        raise _fail(path, f"[random] {name}", f"{kind} needs two numbers low < high"
+                                              f"{' above 0' if kind == 'loguniform' else ''}, not {text!r}")
+    low, high = args
+    if kind == "randint":
+        return lambda rng: int(rng.integers(low, high + 1))
+    if kind == "loguniform":
+        return lambda rng: float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return lambda rng: float(rng.uniform(low, high))
+
+
+def load_spec(path) -> StudySpec:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FaceganError(f"study spec {path} does not exist: write one with 'facegan study init {path}'") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(path, "TOML", str(exc)) from None
+    unknown = sorted(set(raw) - {"base", "grid", "random"})
+    if unknown:
+        raise _fail(path, f"[{unknown[0]}]", "unknown section: use [base] and one of [grid] or [random]")
+    if "grid" in raw and "random" in raw:
+        raise _fail(path, "[grid] and [random]", "a study is a grid or a random search, not both: keep one")
+    if "grid" not in raw and "random" not in raw:
+        raise _fail(path, "[grid]", "missing: add [grid] (or [random]) with the options to vary")
+    base = dict(raw.get("base", {}))
+    build_config(base, path)  # the base alone must be a valid config
+    if "grid" in raw:
+        spec = _grid(path, base, dict(raw["grid"]))
+    else:
+        spec = _random(path, base, dict(raw["random"]))
+    first_with: dict[str, str] = {}  # config -> the first trial that trains it
+    for trial in spec.trained:
+        try:
+            config = spec.config(trial)
+        except FaceganError as exc:
+            raise FaceganError(f"{exc} (trial {trial.name})") from None
+        key = json.dumps(config.to_dict(), sort_keys=True)
+        if key in first_with:  # e.g. batch_size=64 when [base] already says 64: train it once
+            trial.view_of, trial.epochs_view = first_with[key], config.epochs
+        else:
+            first_with[key] = trial.name
+    by_name = {t.name: t for t in spec.trials}
+    for trial in spec.trials:  # a view of a view reads the run that trains
+        while trial.view_of and by_name[trial.view_of].view_of:
+            trial.view_of = by_name[trial.view_of].view_of
+    return spec
+
+
+def _grid(path, base: dict, grid: dict) -> StudySpec:
+    mode = grid.pop("mode", "one-factor")
+    if mode not in ("one-factor", "product"):
+        raise _fail(path, "[grid] mode", f"'{mode}' is not a mode: use \"one-factor\" (default) or \"product\"")
+    if not grid:
+        raise _fail(path, "[grid]", "empty: list at least one option with its values, e.g. lr = [1e-3, 1e-4]")
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(path, f"[grid] {name}", f"must be a non-empty list of values, e.g. {name} = [1, 2], "
+                                                f"not {values!r}")
+    spec = StudySpec(path, base, "grid" if mode == "one-factor" else "product", grid)
+    if mode == "product":
+        import itertools
+        names = list(grid)
+        for combo in itertools.product(*(grid[n] for n in names)):
+            settings = dict(zip(names, combo))
+            spec.trials.append(Trial(",".join(f"{n}={_value_text(v)}" for n, v in settings.items()), settings))
+        return spec
+    for name, values in grid.items():
+        if name.replace("-", "_") == "epochs":
+            # One run to the largest value; the smaller ones are read from its per-epoch outputs.
+            if not all(isinstance(v, int) and v >= 1 for v in values):
+                raise _fail(path, "[grid] epochs", f"must be whole numbers >= 1, not {values!r}")
+            longest = f"{name}={max(values)}"
+            for value in sorted(set(values)):
+                view = None if value == max(values) else longest
+                spec.trials.append(Trial(f"{name}={value}", {name: max(values) if view else value}, name,
+                                         view_of=view, epochs_view=value))
+            continue
+        for value in values:
+            spec.trials.append(Trial(f"{name}={_value_text(value)}", {name: value}, name))
+    return spec
+
+
+def _random(path, base: dict, section: dict) -> StudySpec:
+    trials = section.pop("trials", None)
+    seed = section.pop("seed", 0)
+    if not isinstance(trials, int) or trials < 1:
+        raise _fail(path, "[random] trials", f"must be a whole number >= 1, not {trials!r}")
+    if not section:
+        raise _fail(path, "[random]", "no options to sample: add e.g. lr = \"loguniform(1e-4, 1e-3)\"")
+    samplers = {name: _distribution(text, name, path) for name, text in section.items()}
+    rng = np.random.default_rng(seed)
+    spec = StudySpec(path, base, "random", section, random_seed=seed)
+    for i in range(trials):
+        spec.trials.append(Trial(f"trial-{i:03d}", {name: sample(rng) for name, sample in samplers.items()}))
+    return spec
+
+
+EXAMPLE = '''\
+# A facegan study. Run it:   facegan study run THIS_FILE --out studies/example [--jobs 2]
+# Then read it:              facegan study report studies/example   (report.html, report.md)
+# Options are `facegan train` options by their long names (dashes or underscores).
+# This is the write-ups' study (epochs, layers, batch size, conv_dim, learning rate, one factor at a
+# time) scaled to about an hour on 2 CPU cores: 12 trained trials of 5,000 built-in faces.
+
+[base]              # what every trial shares
+image_size = 32
+num_images = 5000
+epochs = 10
+conv_dim = 32
+batch_size = 64
+eval_samples = 500  # images per evaluation (SWD and MS-SSIM every epoch, for the report)
+
+[grid]              # one factor at a time around [base]
+epochs = [1, 5, 10]           # trains once, to 10; epochs 1 and 5 are read from that run
+num_layers = [3, 4]
+batch_size = [64, 128, 256, 512]
+conv_dim = [32, 64, 128]
+lr = [1e-2, 1e-3, 1e-4]
+# mode = "product"            # every combination instead of one factor at a time
+
+# [random]          # instead of [grid]: a random search
+# trials = 20
+# seed = 0
+# lr = "loguniform(1e-4, 1e-3)"
+# beta1 = "uniform(0.1, 0.9)"
+# conv_dim = "choice(32, 64)"
+'''

@@ -1,0 +1,160 @@
+"""Studies: spec validation, a 2x2 grid killed mid-way and finished by a re-run, two workers sharing
+one Optuna storage with one killed, and the report (checked in headless Chromium where installed)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from facegan.cli import main
+
+pytest.importorskip("optuna", reason="facegan study run needs Optuna: pip install -e '.[study]'")
+
+BASE = """[base]
+image_size = 32
+num_images = 96
+batch_size = 16
+conv_dim = 8
+z_size = 16
+epochs = 2
+log_every = 2
+num_samples = 4
+eval_samples = 16
+"""
+GRID = BASE + """[grid]
+lr = [2e-4, 1e30]
+batch_size = [32, 48]
+epochs = [1, 2]
+"""
+
+
+def write(tmp_path, text, name="study.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def facegan(*argv, **kwargs):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "facegan", *map(str, argv)], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def completed(db: Path) -> dict:
+    """trial name -> how many times it completed, read from the storage."""
+    import optuna
+    counts = {}
+    for summary in optuna.get_all_study_summaries(f"sqlite:///{db}"):
+        study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{db}")
+        for t in study.get_trials(deepcopy=False):
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                counts[t.params["trial"]] = counts.get(t.params["trial"], 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("text,message", [
+    (BASE + "[grid]\nconv_dimm = [8]\n", "conv_dimm: not a facegan train option"),
+    (BASE + "[grid]\nconv_dim = ['wide']\n", "'model.conv_dim' must be a whole number"),
+    (BASE + "[grid]\n", "[grid]: empty"),
+    (BASE + "[grid]\nlr = []\n", "[grid] lr: must be a non-empty list"),
+    (BASE + "[grid]\nlr = [1e-3]\n[random]\ntrials = 2\nlr = 'uniform(0, 1)'\n", "not both"),
+    (BASE + "[random]\ntrials = 2\nlr = 'logunifrm(1e-4, 1e-3)'\n", "[random] lr: cannot read"),
+    (BASE + "[random]\ntrials = 2\nlr = 'loguniform(1e-3, 1e-4)'\n", "[random] lr: loguniform needs two numbers"),
+    ("[base]\nepochs = 'ten'\n[grid]\nlr = [1e-3]\n", "'epochs' must be a whole number"),
+])
+def test_bad_specs_fail_before_training_with_one_line_naming_the_key(tmp_path, capsys, text, message):
+    assert main(["study", "run", str(write(tmp_path, text)), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_random_search_samples_reproducibly_from_its_distributions(tmp_path):
+    from facegan.study.spec import load_spec
+    text = BASE + "[random]\ntrials = 5\nseed = 3\nlr = 'loguniform(1e-4, 1e-3)'\nconv_dim = 'choice(8, 16)'\n"
+    first, again = (load_spec(write(tmp_path, text)) for _ in range(2))
+    lrs = [t.settings["lr"] for t in first.trials]
+    assert lrs == [t.settings["lr"] for t in again.trials] and all(1e-4 <= v <= 1e-3 for v in lrs)
+    assert {t.settings["conv_dim"] for t in first.trials} <= {8, 16} and first.trials[0].name == "trial-000"
+
+
+def test_init_writes_a_spec_that_loads(tmp_path):
+    from facegan.study.spec import load_spec
+    assert main(["study", "init", str(tmp_path / "example.toml")]) == 0
+    spec = load_spec(tmp_path / "example.toml")
+    assert spec.mode == "grid" and {"lr", "batch_size", "epochs", "conv_dim", "num_layers"} <= set(spec.factors)
+    assert any(t.view_of for t in spec.trials)  # epochs 1 and 5 read from the epochs=10 run
+
+
+def test_grid_killed_midway_then_rerun_finishes_without_repeating_and_reports(tmp_path):
+    spec, out = write(tmp_path, GRID), tmp_path / "out"
+    first = facegan("study", "run", spec, "--out", out, "--no-progress")
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "batch_size=32").exists():  # third trial has started
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    before = json.loads((out / "study.json").read_text())
+    finished_before = {t["name"] for t in before["trials"] if t["status"] in ("done", "diverged")}
+    assert {"lr=0.0002", "lr=1e+30"} <= finished_before
+    steps_before = (out / "lr=0.0002" / "metrics.jsonl").read_text()
+
+    second = facegan("study", "run", spec, "--out", out, "--no-progress")
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, output
+    assert "trial lr=0.0002" not in output  # finished: not run again
+    index = {t["name"]: t for t in json.loads((out / "study.json").read_text())["trials"]}
+    assert (out / "lr=0.0002" / "metrics.jsonl").read_text() == steps_before
+    assert index["lr=1e+30"]["status"] == "diverged" and "NaN" in index["lr=1e+30"]["reason"]
+    assert index["batch_size=32"]["status"] == index["batch_size=48"]["status"] == "done"
+    assert index["epochs=1"]["run"] == index["epochs=2"]["run"] == "lr=0.0002"  # [base] is lr 2e-4, 2 epochs
+    assert index["epochs=1"]["step"] == 6 and index["epochs=2"]["step"] == 12  # read at epoch 1 and 2
+    assert all(count == 1 for count in completed(out / "study.db").values())
+
+    assert main(["study", "report", str(out)]) == 0
+    report = (out / "report.html").read_text()
+    assert report.count("<table>") == 3 and "★ best" in report and "diverged" in report
+    assert report.count("data:image/png;base64,") >= 3 * 2 + 4  # grids, loss and metric plots per factor
+    assert "src='http" not in report and "<script" not in report  # opens offline
+    markdown = (out / "report.md").read_text()
+    assert "## Factor: lr" in markdown and all((out / p).is_file() for p in
+                                               __import__("re").findall(r"\((report/[^)]+)\)", markdown))
+
+
+def test_two_workers_share_one_storage_and_a_killed_ones_trial_is_finished(tmp_path):
+    from facegan.study.runner import default_storage, enqueue_missing, open_study, study_name
+    from facegan.study.spec import load_spec
+    text = BASE.replace("epochs = 2", "epochs = 3") + "[grid]\nseed = [1, 2, 3, 4]\n"
+    spec_path, out = write(tmp_path, text), tmp_path / "out"
+    out.mkdir()
+    storage = default_storage(out)
+    enqueue_missing(open_study(storage, study_name(out)), load_spec(spec_path))
+    workers = [facegan("study", "worker", spec_path, "--out", out, "--storage", storage, "--threads", "1")
+               for _ in range(2)]
+    deadline = time.time() + 240
+    while time.time() < deadline and len([p for p in out.iterdir() if p.name.startswith("seed=")]) < 2:
+        time.sleep(0.2)
+    os.killpg(workers[0].pid, signal.SIGKILL)  # mid-trial
+    output, _ = workers[1].communicate(timeout=300)
+    assert workers[1].returncode == 0, output
+    counts = completed(out / "study.db")
+    assert counts == {f"seed={i}": 1 for i in (1, 2, 3, 4)}  # none lost, none run twice
+    index = json.loads((out / "study.json").read_text())
+    assert all(t["status"] == "done" for t in index["trials"])
+
+
+def test_report_opens_in_a_real_browser(tmp_path, browser):
+    from facegan.study.report import write_report
+    out = tmp_path / "out"
+    assert main(["study", "run", str(write(tmp_path, BASE + "[grid]\nlr = [2e-4, 1e-3]\n")), "--out", str(out),
+                 "--no-progress"]) == 0
+    html_path, _ = write_report(out)
+    browser.get(html_path.as_uri())
+    loaded = browser.execute_script("return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+    assert loaded == len(browser.find_elements("tag name", "img")) >= 4
+    assert "Factor: lr" in browser.find_element("tag name", "body").text
