@@ -202,3 +202,15 @@ def test_evaluate_nn_writes_the_sheet(tmp_path, capsys):
     assert main(["evaluate", str(run), "--metrics", "nn", "--num-samples", "32"]) == 0
     out = capsys.readouterr().out
     assert "nn_ratio" in out and (run / "nearest.png").is_file()
+
+
+def test_arch_recipe_applies_under_explicit_options(tmp_path, capsys):
+    common = ["train", "--arch", "image-noise", "--num-images", "32", "--batch-size", "16", "--conv-dim", "4",
+              "--max-steps", "1", "--no-progress", "--out", str(tmp_path)]
+    assert main(common) == 0
+    assert "lr_d 0.0001, instance_noise_steps 6240" in capsys.readouterr().out
+    assert main(common + ["--lr-d", "3e-4"]) == 0
+    configs = sorted(tmp_path.glob("*/config.json"))
+    first, second = (json.loads(p.read_text()) for p in configs)
+    assert first["lr_d"] == 1e-4 and first["instance_noise_steps"] == 6240
+    assert second["lr_d"] == 3e-4 and second["instance_noise_steps"] == 6240  # what was typed wins

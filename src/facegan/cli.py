@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import (AMP_MODES, ARCHS, AUGMENTATIONS, D_HEADS, LR_DECAYS, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE,
-                     OPTIMISERS)
+from .config import (AMP_MODES, ARCH_RECIPES, ARCHS, AUGMENTATIONS, D_HEADS, LR_DECAYS, MAX_IMAGE_SIZE,
+                     MIN_IMAGE_SIZE, OPTIMISERS)
 from .errors import FaceganError
 from .losses import LOSSES
 from .metrics.registry import METRICS
@@ -71,7 +71,8 @@ _TRAIN_OPTIONS = {
     "--d-head": ("model.d_head", dict(choices=D_HEADS, help="discriminator head")),
     "--dropout": ("model.dropout", dict(type=float, help="dropout in D, 0 = off")),
     "--arch": ("model.arch", dict(choices=ARCHS, help="dcgan; mlp: the fully connected baseline; image-noise: "
-                                                      "image-shaped noise -> convs -> fc (README)")),
+                                                      "image-shaped noise -> convs -> fc, with --lr-d 1e-4 and "
+                                                      "--instance-noise-steps 6240 unless given (README)")),
     "--epochs": ("epochs", dict(type=_positive_int, help="passes over the data")),
     "--max-steps": ("max_steps", dict(type=_non_negative_int, help="stop after this many steps; 0 = no limit")),
     "--batch-size": ("batch_size", dict(type=_positive_int, help="images per step per process")),
@@ -210,6 +211,13 @@ def _train(args) -> None:
     else:
         checkpoint = state = None
         raw = load_config_file(args.config) if args.config else TrainConfig().to_dict()
+        # The architecture's measured settings, under whatever the user typed (not under a config file).
+        recipe = {key: value for key, value in ARCH_RECIPES.get(overrides.get("model.arch"), {}).items()
+                  if key not in overrides and not args.config}
+        if recipe:
+            overrides = {**recipe, **overrides}
+            print(f"--arch {overrides['model.arch']}: " + ", ".join(f"{k} {v}" for k, v in recipe.items())
+                  + " (its measured recipe; give an option to change it)")
         cfg = TrainConfig.from_dict(apply_overrides(raw, overrides))
     train(cfg, out=args.out, resume_from=checkpoint, progress=not args.no_progress, state=state)
 
@@ -589,7 +597,7 @@ def _study_worker(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    work(load_spec(args.spec), Path(args.out), args.storage)
+    work(load_spec(args.spec), Path(args.out), args.storage, log=lambda line: print(line, flush=True))
 
 
 def _study_report(args) -> None:

@@ -19,6 +19,12 @@ DCGAN_BASES = range(3, 8)         # a DCGAN's smallest feature map side: the ima
 ARCHS = ("dcgan", "mlp", "image-noise")  # DCGAN; fully connected baseline; image-shaped noise -> convs -> fc
 D_HEADS = ("conv", "linear")      # all-conv head (Radford et al.) or flatten -> fc (Udacity)
 AMP_MODES = ("auto", "bf16", "off")
+# Settings an architecture trains best with, applied by `facegan train --arch X` under any option the
+# user gives (README "The image-noise generator": measured, 20 epochs of the built-in faces).
+ARCH_RECIPES = {
+    "image-noise": {"lr_d": 1e-4,                  # D at half G's rate: with 2e-4 it won outright by epoch 15
+                    "instance_noise_steps": 6240},  # noise fading over the whole default run, not 500 steps
+}
 OPTIMISERS = ("adam", "sgd")
 LR_DECAYS = ("none", "linear", "cosine", "step")
 AUGMENTATIONS = ("flip", "brightness", "contrast", "rotate", "translate")  # ranges in augment.py

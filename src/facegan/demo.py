@@ -34,24 +34,23 @@ class BadRequest(ValueError):
     pass
 
 
-def _int(query: dict, name: str, default: int, low: int, high: int) -> int:
+def _number(query: dict, name: str, default, low, high, kind=int):
+    """Query parameter `name` as an int (or float), within [low, high]; else a BadRequest naming it."""
     try:
-        value = int(query.get(name, [default])[0])
+        value = kind(query.get(name, [default])[0])
     except ValueError:
-        raise BadRequest(f"{name} must be a whole number") from None
+        raise BadRequest(f"{name} must be a {'whole number' if kind is int else 'number'}") from None
     if not low <= value <= high:
         raise BadRequest(f"{name} must be between {low} and {high}")
     return value
+
+
+def _int(query: dict, name: str, default: int, low: int, high: int) -> int:
+    return _number(query, name, default, low, high, int)
 
 
 def _float(query: dict, name: str, default: float, low: float, high: float) -> float:
-    try:
-        value = float(query.get(name, [default])[0])
-    except ValueError:
-        raise BadRequest(f"{name} must be a number") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be between {low} and {high}")
-    return value
+    return _number(query, name, default, low, high, float)
 
 
 class FaceServer:

@@ -18,6 +18,7 @@ from ..errors import FaceganError
 from ..fileio import write_text_atomic
 from ..images import _pyplot, _save_figure
 from ..runs import RunFolder
+from .runner import summarise
 
 METRIC = "swd"  # what "best" means: the lowest SWD (x1e3) against the training images
 COLUMNS = [("status", "status"), ("loss_d", "final D loss"), ("loss_g", "final G loss"), ("swd", "SWD x1e3"),
@@ -136,6 +137,10 @@ def write_report(out) -> tuple[Path, Path]:
     pictures = out / "report"
     pictures.mkdir(exist_ok=True)
     trials = index["trials"]
+    for t in trials:  # the run folders are the truth: numbers as they are now
+        if t.get("status") in ("done", "diverged"):
+            view = int(t["settings"][t["factor"]]) if t.get("view_of") and t.get("factor") == "epochs" else None
+            t.update(summarise(out / t["run"], view))
     base = ", ".join(f"{k} = {v}" for k, v in index["base"].items()) or "the defaults"
     done = sum(t.get("status") == "done" for t in trials)
     title = f"facegan study: {out.name}"

@@ -184,10 +184,7 @@ def run_study(spec: StudySpec, out, jobs: int = 1, storage: str | None = None, l
     log(f"study {out}: {len(spec.trained)} trials to train ({len(finished)} finished already, {added} newly queued), "
         f"{jobs} worker(s), storage {storage_url}")
     write_text_atomic(out / "spec.toml", Path(spec.path).read_text())
-    if jobs == 1:
-        work(spec, out, storage_url, log)
-    else:
-        _run_workers(spec, out, storage_url, jobs, study, progress)
+    _run_workers(spec, out, storage_url, jobs, study, progress)  # one process per job, even for one
     return write_index(spec, out, study)
 
 
@@ -246,8 +243,13 @@ def summarise(run_dir: Path, epoch: int | None = None) -> dict:
     summary = {}
     if steps:
         last = steps[-1]
+        # training speed: the median log window that holds no evaluation (those are mostly eval time)
+        eval_steps = [r["step"] for r in evals]
+        starts = [0] + [r["step"] for r in steps[:-1]]
+        clean = [r["images_per_s"] for start, r in zip(starts, steps)
+                 if not any(start < e <= r["step"] for e in eval_steps)] or [r["images_per_s"] for r in steps]
         summary.update(loss_d=last["loss_d"], loss_g=last["loss_g"], step=last["step"],
-                       images_per_s=sorted(r["images_per_s"] for r in steps)[len(steps) // 2])
+                       images_per_s=sorted(clean)[len(clean) // 2])
     if evals:
         for key in ("swd", "msssim", "msssim_real", "fid", "kid"):
             if key in evals[-1]["eval"]:
@@ -270,8 +272,10 @@ def write_index(spec: StudySpec, out, study=None) -> Path:
         source = trial.view_of or trial.name
         if source in records:
             entry.update(records[source])
+            # numbers from the run folder itself (the record's copy was taken when the trial ended)
+            entry.update(summarise(out / source, trial.epochs_view if trial.view_of else None))
             if trial.view_of:
-                entry.update(summarise(out / source, trial.epochs_view), wall_s=None)
+                entry["wall_s"] = None
         else:
             entry["status"] = "pending"
         entry["run"] = source
