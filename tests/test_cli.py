@@ -85,7 +85,7 @@ def test_bad_inputs_are_one_line_each(tmp_path, capsys):
     assert "is empty" in bad(capsys, "train", *TINY, "--data", empty, "--out", runs)
     assert "has no images" in bad(capsys, "train", *TINY, "--data", no_images, "--out", runs)
     assert "could be read" in bad(capsys, "train", *TINY, "--data", corrupt, "--out", runs)
-    assert "invalid choice: 48" in bad(capsys, "train", "--image-size", "48")
+    assert "image size 36 does not fit a DCGAN" in bad(capsys, "train", "--image-size", "36")
     assert "unknown device 'tpu'" in bad(capsys, "train", *TINY, "--device", "tpu", "--out", runs)
     assert "no run with a checkpoint" in bad(capsys, "train", "--resume", "latest", "--out", runs)
     assert "no run with a checkpoint" in bad(capsys, "generate", "--runs", runs)
@@ -168,5 +168,5 @@ def test_old_label_smoothing_name_still_works_on_the_command_line_and_in_config_
 def test_help_shows_config_defaults_and_registry_choices(capsys):
     assert run_cli("train", "--help") == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "{bce,lsgan,hinge}" in text and "{32,64,128}" in text
+    assert "{bce,lsgan,hinge}" in text and "{dcgan,mlp,image-noise}" in text and "32/64/128" in text
     assert "GAN loss (default: bce)" in text and "(default: 0.5)" in text and "(default: 500)" in text

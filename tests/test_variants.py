@@ -214,3 +214,17 @@ def test_arch_recipe_applies_under_explicit_options(tmp_path, capsys):
     first, second = (json.loads(p.read_text()) for p in configs)
     assert first["lr_d"] == 1e-4 and first["instance_noise_steps"] == 6240
     assert second["lr_d"] == 3e-4 and second["instance_noise_steps"] == 6240  # what was typed wins
+
+
+def test_nn_reports_a_second_ratio_in_feature_space_when_features_are_given():
+    from facegan.data.synthetic import render_faces
+    from facegan.metrics.nearest import nearest_neighbour_report
+    train_images = render_faces(range(120), 16)
+    calls = []
+
+    def features(images):  # stands in for Inception pool3: any (N, D) float array
+        calls.append(len(images))
+        return images.reshape(len(images), -1)[:, ::7].astype("float32")
+
+    copies, _ = nearest_neighbour_report(train_images[:20], train_images, 120, features=features)
+    assert copies["nn_inception_ratio"] < 0.05 and copies["nn_inception_train_images"] == 120 and calls

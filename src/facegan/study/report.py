@@ -70,7 +70,8 @@ def _plot_losses(out: Path, entries: list[dict], title: str, path: Path) -> Path
     return _save_figure(fig, path)
 
 
-def _plot_metric(entries: list[dict], xs: list, xlabel: str, path: Path, sorted_bars: bool = False) -> Path | None:
+def _plot_metric(entries: list[dict], xs: list, xlabel: str, path: Path, sorted_bars: bool = False,
+                 scatter: bool = False) -> Path | None:
     points = [(x, e[METRIC]) for x, e in zip(xs, entries) if isinstance(e.get(METRIC), (int, float))]
     if not points:
         return None
@@ -78,7 +79,8 @@ def _plot_metric(entries: list[dict], xs: list, xlabel: str, path: Path, sorted_
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in points)
     if numeric and not sorted_bars:
-        ax.plot(*zip(*points), marker="o", linestyle="-" if len(points) > 1 else "none")
+        points.sort()  # a grid factor's settings in order; a random search's samples as a scatter
+        ax.plot(*zip(*points), marker="o", linestyle="none" if scatter or len(points) < 2 else "-")
         if all(x > 0 for x, _ in points) and max(x for x, _ in points) / min(x for x, _ in points) >= 50:
             ax.set_xscale("log")
     else:
@@ -169,8 +171,8 @@ def write_report(out) -> tuple[Path, Path]:
         table_html, table_md = _table(entries, best, extra)
         losses = _plot_losses(out, entries, factor or "trials", pictures / f"{slug}-losses.png")
         metric_plots = ([_plot_metric(entries, values, factor, pictures / f"{slug}-metric.png")] if factor else
-                        [_plot_metric(entries, [e["settings"][k] for e in entries], k, pictures / f"metric-vs-{k}.png")
-                         for k in index["factors"]])
+                        [_plot_metric(entries, [e["settings"][k] for e in entries], k, pictures / f"metric-vs-{k}.png",
+                                      scatter=True) for k in index["factors"]])
         html_parts += [f"<h2>{html.escape(heading)}</h2>", table_html]
         md_parts += [f"\n## {heading}\n", table_md + "\n"]
         if factor and factor.replace("-", "_") == "epochs":
