@@ -104,7 +104,11 @@ def config_of(state: dict) -> TrainConfig:
     return TrainConfig.from_dict(raw)
 
 
-def generator_snapshot(generator, cfg: TrainConfig, step: int, epoch: int) -> dict:
-    """The light file generate/evaluate read: the generator's weights and the config that builds it."""
-    return {"format": GENERATOR_SNAPSHOT, "config": cfg.to_dict(), "generator": generator.state_dict(),
-            "step": step, "epoch": epoch}
+def generator_snapshot(generator, cfg: TrainConfig, step: int, epoch: int, ema=None) -> dict:
+    """The light file generate/evaluate read: the generator's weights (and their moving average, when
+    training keeps one) and the config that builds it."""
+    snapshot = {"format": GENERATOR_SNAPSHOT, "config": cfg.to_dict(), "generator": generator.state_dict(),
+                "step": step, "epoch": epoch}
+    if ema is not None:
+        snapshot["generator_ema"] = ema.state_dict()
+    return snapshot

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import (AMP_MODES, ARCH_RECIPES, ARCHS, AUGMENTATIONS, D_HEADS, LR_DECAYS, MAX_IMAGE_SIZE,
-                     MIN_IMAGE_SIZE, OPTIMISERS)
+                     MIN_IMAGE_SIZE, OPTIMISERS, PRESETS)
 from .errors import FaceganError
 from .losses import LOSSES
 from .metrics.registry import METRICS
@@ -89,6 +89,10 @@ _TRAIN_OPTIONS = {
     "--lr-decay-every": ("lr_decay_every", dict(type=_non_negative_int, metavar="STEPS",
                                                 help="step: steps between decays")),
     "--lr-decay-gamma": ("lr_decay_gamma", dict(type=float, help="step: factor at each decay")),
+    "--ema": ("ema_kimg", dict(type=float, metavar="KIMG",
+                               help="keep a moving average of G with this half-life in thousands of images; "
+                                    "samples, generate and export use it; 0 = off")),
+    "--ema-rampup": ("ema_rampup", dict(type=float, help="EMA half-life at most this fraction of images seen")),
     "--loss": ("loss", dict(choices=tuple(LOSSES), help="GAN loss")),
     "--real-label": ("real_label", dict(type=float, help="D's target for real images (one-sided label "
                                                          "smoothing); 1.0 = off; --label-smoothing is the old name")),
@@ -124,9 +128,9 @@ _TRAIN_GROUPS = {
               "--g-layers", "--d-layers", "--d-head", "--dropout", "--batchnorm", "--minibatch-std"),
     "loss": ("--loss", "--real-label", "--instance-noise", "--instance-noise-steps"),
     "optimiser": ("--lr", "--lr-d", "--lr-g", "--opt-d", "--opt-g", "--beta1", "--beta2", "--momentum",
-                  "--batch-size"),
+                  "--batch-size", "--ema", "--ema-rampup"),
     "schedule": ("--epochs", "--max-steps", "--lr-decay", "--lr-decay-start", "--lr-decay-every", "--lr-decay-gamma"),
-    "output": ("--out", "--resume", "--config", "--log-every", "--num-samples", "--sample-every", "--keep-checkpoints",
+    "output": ("--preset", "--out", "--resume", "--config", "--log-every", "--num-samples", "--sample-every", "--keep-checkpoints",
                "--checkpoint-every", "--checkpoint-minutes", "--tensorboard", "--no-progress"),
     "evaluation": ("--eval-every", "--eval-metrics", "--eval-samples", "--inception-weights"),
     "system": ("--seed", "--device", "--amp", "--channels-last", "--compile", "--sync-bn"),
@@ -171,6 +175,9 @@ def _add_train(subparsers) -> None:
         help="multi-GPU: BatchNorm statistics over the global batch (SyncBatchNorm; default: off)")
     add("--tensorboard", action="store_true", default=None,
         help=_help_with_default("also log to RUN/tensorboard (pip install 'facegan[tensorboard]')", "tensorboard"))
+    add("--preset", choices=tuple(PRESETS), help="a named recipe, under any option you give: "
+        + "; ".join(f"{name}: {', '.join(f'{k.split(chr(46))[-1]}={v}' for k, v in values.items())}"
+                    for name, values in PRESETS.items()))
     add("--config", metavar="FILE", help="JSON config, e.g. a run's config.json")
     add("--out", default="runs", help="folder holding the numbered run folders (default: runs)")
     add("--resume", metavar="RUN", help="continue a run: its folder, id or id prefix, a .pt, or 'latest'")
@@ -214,10 +221,12 @@ def _train(args) -> None:
         # The architecture's measured settings, under whatever the user typed (not under a config file).
         recipe = {key: value for key, value in ARCH_RECIPES.get(overrides.get("model.arch"), {}).items()
                   if key not in overrides and not args.config}
+        if args.preset:  # a preset sits under what the user typed, like an architecture's recipe
+            recipe.update({key: value for key, value in PRESETS[args.preset].items() if key not in overrides})
         if recipe:
             overrides = {**recipe, **overrides}
-            print(f"--arch {overrides['model.arch']}: " + ", ".join(f"{k} {v}" for k, v in recipe.items())
-                  + " (its measured recipe; give an option to change it)")
+            print(f"--{'preset ' + args.preset if args.preset else 'arch ' + overrides['model.arch']}: "
+                  + ", ".join(f"{k} {v}" for k, v in recipe.items()) + " (give an option to change one)")
         cfg = TrainConfig.from_dict(apply_overrides(raw, overrides))
     train(cfg, out=args.out, resume_from=checkpoint, progress=not args.no_progress, state=state)
 
@@ -246,6 +255,8 @@ def _truncation(text: str) -> float:
 
 
 def _add_device_options(p, batch: bool = True) -> None:
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw generator even when the run keeps a moving average (--ema) of it")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     if batch:
         p.add_argument("--batch-size", type=_positive_int, default=64, help="faces per forward pass (default: 64)")
@@ -275,7 +286,7 @@ def _generate(args) -> None:
 
     device = resolve_device(args.device)
     checkpoint = _checkpoint(args)
-    generator, _ = load_generator(checkpoint, device)
+    generator, _ = load_generator(checkpoint, device, ema=not args.no_ema)
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num))
     images = generate(generator, seeds, args.batch_size, device, truncation=args.truncation)
     if args.outdir:
@@ -321,7 +332,7 @@ def _interpolate(args) -> None:
         raise FaceganError(f"--fps {args.fps} is out of range: use 1 to 100")
     device = resolve_device(args.device)
     checkpoint = _checkpoint(args)
-    generator, _ = load_generator(checkpoint, device)
+    generator, _ = load_generator(checkpoint, device, ema=not args.no_ema)
     seeds = parse_seeds(args.seeds) if args.seeds else [args.from_seed, args.to_seed]
     out = Path(args.out) if args.out else run_of(checkpoint).interpolation_png
     animated = out.suffix.lower() in ANIMATION_FORMATS
@@ -367,7 +378,7 @@ def _evaluate(args) -> None:
     device = resolve_device(args.device)
     checkpoint = _checkpoint(args)
     state = checkpoints.load(checkpoint)
-    generator, cfg = generator_from_state(state, device)
+    generator, cfg = generator_from_state(state, device, ema=not args.no_ema)
     data = cfg.data
     if args.data:
         data.source = args.data
@@ -507,6 +518,7 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 exposes it to your network (default: 127.0.0.1)")
     p.add_argument("--port", type=_non_negative_int, default=7860, help="port; 0 = any free one (default: 7860)")
+    p.add_argument("--no-ema", action="store_true", help="show the raw generator even when the run has an EMA one")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.set_defaults(func=_demo)
 
@@ -521,9 +533,9 @@ def _demo(args) -> None:
     device = resolve_device(args.device)
     checkpoint = _checkpoint(args)
     state = checkpoints.load(checkpoint)
-    generator, cfg = generator_from_state(state, device)
+    generator, cfg = generator_from_state(state, device, ema=not args.no_ema)
     info = {"run": run_of(checkpoint).path.name, "image_size": cfg.model.image_size, "z_size": cfg.model.noise_size,
-            "steps": state.get("step"), "ema": generator_weights(state)[1]}
+            "steps": state.get("step"), "ema": generator_weights(state, ema=not args.no_ema)[1]}
     server = make_server(generator, info, args.host, args.port, device)
     print(f"facegan demo of {checkpoint} at http://{args.host}:{server.server_port}/ (Ctrl-C stops it)", flush=True)
     try:

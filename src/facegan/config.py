@@ -26,6 +26,14 @@ ARCH_RECIPES = {
                     "instance_noise_steps": 6240},  # noise fading over the whole default run, not 500 steps
 }
 OPTIMISERS = ("adam", "sgd")
+# Named sets of options (--preset), applied under whatever the user types: the one registry of recipes.
+PRESETS = {
+    # The paper's recipe as pytorch/examples/dcgan runs it: BCE with hard labels, Adam 2e-4/0.5, batch 128,
+    # no instance noise, no EMA, no augmentation, no flips.
+    "dcgan": {"loss": "bce", "real_label": 1.0, "instance_noise": 0.0, "lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5,
+              "beta2": 0.999, "batch_size": 128, "ema_kimg": 0.0, "augment": "", "data.flip": False,
+              "opt_d": "adam", "opt_g": "adam", "lr_decay": "none"},
+}
 LR_DECAYS = ("none", "linear", "cosine", "step")
 AUGMENTATIONS = ("flip", "brightness", "contrast", "rotate", "translate")  # ranges in augment.py
 # Old configuration keys still read from config files and checkpoints -> their current names.
@@ -167,6 +175,8 @@ class TrainConfig:
     lr_decay_start: int = 0      # linear/cosine: step at which the decay begins (constant before)
     lr_decay_every: int = 0      # step: steps between decays (required for step)
     lr_decay_gamma: float = 0.5  # step: factor applied at each decay
+    ema_kimg: float = 0.0        # half-life of the EMA of G's weights in thousands of images; 0 = off
+    ema_rampup: float = 0.05     # the half-life is at most this fraction of the images seen so far (0 = no ramp)
     augment: str = ""            # comma list from AUGMENTATIONS applied to real batches on the device ("flip" is
                                  # data.flip, on by default); e.g. "brightness,contrast,rotate,translate"
     batch_size: int = 64         # images per step per process; the global batch is this x world size
@@ -226,6 +236,8 @@ class TrainConfig:
             raise FaceganError("--num-images must be at least 1")
         if self.data.max_pixels < 1:
             raise FaceganError("--max-pixels must be at least 1")
+        if self.ema_kimg < 0 or not 0 <= self.ema_rampup <= 1:
+            raise FaceganError("--ema must be 0 (off) or a half-life in thousands of images, --ema-rampup in [0, 1]")
         if self.data.max_images < 0 or self.sample_every < 0:
             raise FaceganError("--max-images and --sample-every must be 0 (off) or positive")
         for name in ("opt_d", "opt_g"):

@@ -31,9 +31,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def load_generator(checkpoint, device="cpu") -> tuple[torch.nn.Module, TrainConfig]:
-    """A generator in eval mode from a training state or a generator snapshot."""
-    return generator_from_state(checkpoints.load(checkpoint), device)
+def load_generator(checkpoint, device="cpu", ema: bool = True) -> tuple[torch.nn.Module, TrainConfig]:
+    """A generator in eval mode from a training state or a generator snapshot (its EMA when it has one)."""
+    return generator_from_state(checkpoints.load(checkpoint), device, ema)
 
 
 def generator_weights(state: dict, ema: bool = True) -> tuple[dict, bool]:

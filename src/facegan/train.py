@@ -27,6 +27,7 @@ from .errors import FaceganError
 from .images import make_grid, plot_eval, plot_losses, save_grid, to_uint8
 from .interrupt import StopRequest
 from .losses import GANLoss, make_loss
+from .ema import GeneratorEMA, ema_beta
 from .models import build_models, training_bytes
 from .optim import lr_factor, make_optimizer, set_learning_rates
 from .monitor import Monitor
@@ -102,6 +103,8 @@ class Trainer:
         self.opt_g = make_optimizer(cfg.opt_g, self.generator.parameters(), cfg.lr_g, cfg, self.device)
         self.opt_d = make_optimizer(cfg.opt_d, self.discriminator.parameters(), cfg.lr_d, cfg, self.device)
         self.loss = make_loss(cfg.loss, cfg.real_label)
+        # The moving average of G (made after G is on its device); samples and evaluations use it.
+        self.ema = GeneratorEMA(self.generator) if cfg.ema_kimg > 0 else None
         # What the step calls: DDP and torch.compile wrappers; the plain modules are what gets saved.
         self.step_generator, self.step_discriminator, self.step_discriminator_in_g_step = distributed.wrap_for_step(
             self.generator, self.discriminator, world, self.device, cfg.compile)
@@ -144,6 +147,7 @@ class Trainer:
         return {
             "format": checkpoints.TRAINING_STATE, "config": self.cfg.to_dict(),
             "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+            **({"generator_ema": self.ema.module.state_dict()} if self.ema else {}),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "rng": rng,
             "world_size": self.world.size, "best": self.best, "planned_steps": self.planned_steps,
@@ -152,6 +156,8 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         try:
             self.generator.load_state_dict(state["generator"])
+            if self.ema:
+                self.ema.module.load_state_dict(state.get("generator_ema", state["generator"]))
             self.discriminator.load_state_dict(state["discriminator"])
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
@@ -176,16 +182,24 @@ class Trainer:
         """last.pt (and epoch-NNNN.pt at an epoch's end), then the generator snapshot."""
         last = self.run_folder.save_training_state(self.state_dict(), self.epoch if end_of_epoch else None,
                                                    keep=self.cfg.keep_checkpoints)
-        self.run_folder.save_snapshot(checkpoints.generator_snapshot(self.generator, self.cfg, self.step, self.epoch))
+        self.run_folder.save_snapshot(checkpoints.generator_snapshot(self.generator, self.cfg, self.step, self.epoch,
+                                                                     self.ema.module if self.ema else None))
         return last
 
     # --- outputs ----------------------------------------------------------------------------
+    @property
+    def sampling_generator(self) -> torch.nn.Module:
+        """What samples, evaluations and the snapshot use: the EMA generator when there is one."""
+        return self.ema.module if self.ema else self.generator
+
     def _fixed_samples(self):
         """The progress-grid faces: G in eval mode on the run's fixed z, as uint8 (N, S, S, 3)."""
-        self.generator.eval()
+        generator = self.sampling_generator
+        was_training = generator.training
+        generator.eval()
         with torch.no_grad(), self.autocast():
-            images = to_uint8(self.generator(self.fixed_z))
-        self.generator.train()
+            images = to_uint8(generator(self.fixed_z))
+        generator.train(was_training)
         return images
 
     def write_samples(self, name: str, check_diversity: bool = False) -> Path:
@@ -228,7 +242,7 @@ class Trainer:
         from .metrics.evaluate import evaluate, parse_metrics
 
         metrics = parse_metrics(self.cfg.eval_metrics)
-        results = evaluate(self.generator, self.prepared, metrics, self.cfg.eval_samples, self.device,
+        results = evaluate(self.sampling_generator, self.prepared, metrics, self.cfg.eval_samples, self.device,
                            self.cfg.inception_weights or None)
         self._record({"step": self.step, "eval": results, "time": round(time.time(), 3)})
         primary = metrics[0]
@@ -291,6 +305,10 @@ class Trainer:
                                          d_input_noise)
                     window_steps += 1
                     self.step += 1
+                    if self.ema:
+                        images_seen = self.step * cfg.batch_size * self.world.size
+                        self.ema.update(self.generator, ema_beta(cfg.ema_kimg, images_seen,
+                                                                 cfg.batch_size * self.world.size, cfg.ema_rampup))
                     self.step_in_epoch += 1
                     bar.update(1)
                     if cfg.eval_every and self.step % cfg.eval_every == 0 and self.world.is_main:

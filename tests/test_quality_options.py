@@ -1,0 +1,77 @@
+"""Issue 12's mechanics so far: the EMA generator and --preset."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from facegan import checkpoints
+from facegan.cli import main
+from facegan.config import DataConfig, ModelConfig, TrainConfig
+from facegan.ema import GeneratorEMA, ema_beta
+from facegan.generate import generate, load_generator
+from facegan.models import Generator
+from facegan.train import train
+
+QUIET = {"progress": False, "log": lambda *a: None}
+
+
+def tiny(**kw) -> TrainConfig:
+    base = {"model": ModelConfig(conv_dim=8, z_size=16), "data": DataConfig(num_images=96), "batch_size": 16,
+            "epochs": 2, "log_every": 2, "num_samples": 4}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_ema_beta_follows_the_half_life_in_images_with_ramp_up():
+    assert ema_beta(10.0, 10**9, 64) == pytest.approx(0.5 ** (64 / 10_000))   # ramp over: half-life 10k images
+    assert ema_beta(10.0, 1000, 64) == pytest.approx(0.5 ** (64 / 50))        # early: 5% of 1000 images seen
+    assert ema_beta(10.0, 1000, 64, rampup=0) == pytest.approx(0.5 ** (64 / 10_000))
+
+
+def test_ema_weights_move_as_specified_and_copy_batchnorm_statistics():
+    generator = Generator(z_size=4, conv_dim=4, image_size=16)
+    ema = GeneratorEMA(generator)
+    before = [p.clone() for p in ema.module.parameters()]
+    with torch.no_grad():
+        for p in generator.parameters():
+            p.add_(1.0)
+        for b in generator.buffers():
+            b.add_(3)
+    ema.update(generator, beta=0.9)
+    for old, new, averaged in zip(before, generator.parameters(), ema.module.parameters()):
+        assert torch.allclose(averaged, 0.9 * old + 0.1 * new)
+    assert all(torch.equal(a, b) for a, b in zip(ema.module.buffers(), generator.buffers()))
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_ema_is_in_checkpoints_resumes_exactly_and_generate_uses_it(tmp_path, capsys):
+    cfg = tiny(ema_kimg=0.1)
+    straight = train(cfg, out=tmp_path / "a", **QUIET)
+    state = checkpoints.load(straight / "checkpoints" / "last.pt")
+    snapshot = checkpoints.load(straight / "generator.pt")
+    assert "generator_ema" in state and "generator_ema" in snapshot
+    assert not all(torch.equal(state["generator_ema"][k], v) for k, v in state["generator"].items())
+    killed = tmp_path / "b" / straight.name  # killed after epoch 1, resumed from there
+    shutil.copytree(straight, killed)
+    epoch_one = killed / "checkpoints" / "epoch-0001.pt"
+    train(checkpoints.config_of(checkpoints.load(epoch_one)), resume_from=epoch_one, **QUIET)
+    resumed = checkpoints.load(killed / "checkpoints" / "last.pt")
+    assert all(torch.equal(v, resumed["generator_ema"][k]) for k, v in state["generator_ema"].items())
+    ema_faces = generate(load_generator(straight / "generator.pt")[0], [1, 2])
+    raw_faces = generate(load_generator(straight / "generator.pt", ema=False)[0], [1, 2])
+    assert not (ema_faces == raw_faces).all()
+    assert main(["generate", str(straight), "--no-ema", "--seeds", "1,2", "--out", str(tmp_path / "raw.png")]) == 0
+
+
+def test_preset_dcgan_is_the_textbook_under_explicit_options(tmp_path, capsys):
+    common = ["train", "--num-images", "256", "--conv-dim", "4", "--max-steps", "1", "--no-progress",
+              "--out", str(tmp_path)]
+    assert main(common + ["--preset", "dcgan"]) == 0
+    assert main(common + ["--preset", "dcgan", "--batch-size", "32", "--real-label", "0.9"]) == 0
+    first, second = (json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/config.json")))
+    assert (first["batch_size"], first["real_label"], first["instance_noise"], first["ema_kimg"]) == (128, 1.0, 0.0, 0.0)
+    assert first["data"]["flip"] is False and first["lr_d"] == first["lr_g"] == 2e-4 and first["beta1"] == 0.5
+    assert second["batch_size"] == 32 and second["real_label"] == 0.9 and second["instance_noise"] == 0.0
+    assert main(["train", "--preset", "fancy"]) == 2
