@@ -89,6 +89,8 @@ _TRAIN_OPTIONS = {
     "--lr-decay-every": ("lr_decay_every", dict(type=_non_negative_int, metavar="STEPS",
                                                 help="step: steps between decays")),
     "--lr-decay-gamma": ("lr_decay_gamma", dict(type=float, help="step: factor at each decay")),
+    "--r1": ("r1_gamma", dict(type=float, metavar="GAMMA", help="R1 penalty on D's gradient at real images; 0 = off")),
+    "--r1-every": ("r1_every", dict(type=_positive_int, metavar="N", help="lazy R1: every N steps, scaled by N")),
     "--ema": ("ema_kimg", dict(type=float, metavar="KIMG",
                                help="keep a moving average of G with this half-life in thousands of images; "
                                     "samples, generate and export use it; 0 = off")),
@@ -125,8 +127,9 @@ _TRAIN_GROUPS = {
     "data": ("--data", "--num-images", "--render-seed", "--crop", "--max-pixels", "--max-images", "--no-flip",
              "--augment"),
     "model": ("--arch", "--image-size", "--conv-dim", "--g-conv-dim", "--d-conv-dim", "--z-size", "--num-layers",
-              "--g-layers", "--d-layers", "--d-head", "--dropout", "--batchnorm", "--minibatch-std"),
-    "loss": ("--loss", "--real-label", "--instance-noise", "--instance-noise-steps"),
+              "--g-layers", "--d-layers", "--d-head", "--dropout", "--batchnorm", "--minibatch-std",
+              "--spectral-norm"),
+    "loss": ("--loss", "--real-label", "--instance-noise", "--instance-noise-steps", "--r1", "--r1-every"),
     "optimiser": ("--lr", "--lr-d", "--lr-g", "--opt-d", "--opt-g", "--beta1", "--beta2", "--momentum",
                   "--batch-size", "--ema", "--ema-rampup"),
     "schedule": ("--epochs", "--max-steps", "--lr-decay", "--lr-decay-start", "--lr-decay-every", "--lr-decay-gamma"),
@@ -168,6 +171,8 @@ def _add_train(subparsers) -> None:
     add("--compile", action="store_true", default=None, help=_help_with_default("torch.compile both networks", "compile"))
     add("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
         help=_help_with_default("BatchNorm in G and D, as in the paper", "model.batchnorm"))
+    add("--spectral-norm", action="store_true", default=None,
+        help=_help_with_default("spectral normalisation on every D layer", "model.spectral_norm"))
     add("--minibatch-std", action=argparse.BooleanOptionalAction, default=None,
         help="D sees its features' std across the batch, a cue against mode collapse (default: on for "
              "image-noise, off otherwise)")
@@ -197,6 +202,7 @@ def _train_overrides(args) -> dict:
     overrides["model.batchnorm"] = args.batchnorm
     overrides["sync_bn"] = args.sync_bn
     overrides["model.minibatch_std"] = args.minibatch_std
+    overrides["model.spectral_norm"] = args.spectral_norm
     overrides["tensorboard"] = args.tensorboard
     return {k: v for k, v in overrides.items() if v is not None}
 

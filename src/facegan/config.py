@@ -88,6 +88,7 @@ class ModelConfig:
     dropout: float = 0.0    # dropout after each D activation; 0 = off, as in the paper
     batchnorm: bool = True  # BatchNorm in G and D as in the paper; off makes each image's output independent
                             # of its batch (exact multi-process equivalence tests, ablations)
+    spectral_norm: bool = False  # spectral normalisation of every D layer (Miyato et al. 2018)
     minibatch_std: bool | None = None  # D sees the std of its features across the batch (Karras et al. 2018), a
                                        # cue against collapse; None = on for image-noise, off otherwise
     arch: str = "dcgan"     # "dcgan"; "mlp": the fully connected baseline (Goodfellow et al. 2014);
@@ -175,6 +176,8 @@ class TrainConfig:
     lr_decay_start: int = 0      # linear/cosine: step at which the decay begins (constant before)
     lr_decay_every: int = 0      # step: steps between decays (required for step)
     lr_decay_gamma: float = 0.5  # step: factor applied at each decay
+    r1_gamma: float = 0.0        # R1 penalty weight on D's gradient at real images (Mescheder et al. 2018); 0 = off
+    r1_every: int = 16           # apply R1 lazily every N steps, scaled by N (StyleGAN2)
     ema_kimg: float = 0.0        # half-life of the EMA of G's weights in thousands of images; 0 = off
     ema_rampup: float = 0.05     # the half-life is at most this fraction of the images seen so far (0 = no ramp)
     augment: str = ""            # comma list from AUGMENTATIONS applied to real batches on the device ("flip" is
@@ -236,6 +239,8 @@ class TrainConfig:
             raise FaceganError("--num-images must be at least 1")
         if self.data.max_pixels < 1:
             raise FaceganError("--max-pixels must be at least 1")
+        if self.r1_gamma < 0 or self.r1_every < 1:
+            raise FaceganError("--r1 must be 0 (off) or positive, --r1-every at least 1")
         if self.ema_kimg < 0 or not 0 <= self.ema_rampup <= 1:
             raise FaceganError("--ema must be 0 (off) or a half-life in thousands of images, --ema-rampup in [0, 1]")
         if self.data.max_images < 0 or self.sample_every < 0:

@@ -92,3 +92,16 @@ def fake_loss(logits: torch.Tensor) -> torch.Tensor:
     """BCE of D's logits against "fake" (0); any logits shape."""
     logits = logits.reshape(-1)
     return F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+
+
+def r1_penalty(discriminator, real: torch.Tensor, autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D's logits on `real`, the R1 penalty: mean over images of |grad_x D(x)|^2), built so that the
+    penalty's own gradient reaches D's weights (create_graph)."""
+    real = real.detach().requires_grad_(True)
+    if autocast is not None:
+        with autocast():
+            logits = discriminator(real)
+    else:
+        logits = discriminator(real)
+    (gradient,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
+    return logits, gradient.float().square().sum(dim=tuple(range(1, gradient.dim()))).mean()

@@ -250,7 +250,12 @@ def make_generator(cfg: ModelConfig) -> nn.Module:
 
 
 def make_discriminator(cfg: ModelConfig) -> nn.Module:
-    return NETWORKS[cfg.arch][1](cfg)
+    discriminator = NETWORKS[cfg.arch][1](cfg)
+    if cfg.spectral_norm:  # every weight layer's largest singular value held at 1: a 1-Lipschitz D
+        for module in list(discriminator.modules()):
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.utils.parametrizations.spectral_norm(module)
+    return discriminator
 
 
 def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:

@@ -26,7 +26,7 @@ from .device import (autocast_factory, check_fits, default_channels_last, resolv
 from .errors import FaceganError
 from .images import make_grid, plot_eval, plot_losses, save_grid, to_uint8
 from .interrupt import StopRequest
-from .losses import GANLoss, make_loss
+from .losses import GANLoss, make_loss, r1_penalty
 from .ema import GeneratorEMA, ema_beta
 from .models import build_models, training_bytes
 from .optim import lr_factor, make_optimizer, set_learning_rates
@@ -38,23 +38,31 @@ METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
 
 def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torch.Tensor, z: torch.Tensor,
                autocast=contextlib.nullcontext, discriminator_in_g_step=None,
-               input_noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               input_noise: tuple[torch.Tensor, torch.Tensor] | None = None, r1_weight: float = 0.0) -> torch.Tensor:
     """One DCGAN step: D on real vs detached fake, then G through the updated D.
 
     `discriminator_in_g_step` is D as called in the G step; under DDP it is the unwrapped module,
     since D's gradients are not wanted there and DDP would wait for them. `input_noise` is
     (noise for the reals, noise for the fakes), added to what D sees in both phases (instance
-    noise). Returns (loss_d, loss_g, mean D(x), mean D(G(z))) as one detached tensor: no host sync here."""
+    noise). `r1_weight` > 0 adds that times the R1 penalty to D's loss on this step (lazy R1: the
+    caller passes gamma/2 x interval on every interval-th step). Returns (loss_d, loss_g, mean D(x),
+    mean D(G(z))) as one detached tensor: no host sync here."""
     frozen_d = discriminator_in_g_step if discriminator_in_g_step is not None else discriminator
     if input_noise is None:  # no extra pass over the batch when the noise has faded out
         seen_real, noisy_fake = real, (lambda images: images)
     else:
         seen_real, noisy_fake = real + input_noise[0], (lambda images: images + input_noise[1])
+    penalty = None
     with autocast():
         fake = generator(z)
-        real_logits = discriminator(seen_real)
+        if r1_weight:
+            real_logits, penalty = r1_penalty(discriminator, seen_real)
+        else:
+            real_logits = discriminator(seen_real)
         fake_logits = discriminator(noisy_fake(fake.detach()))
         loss_d = loss.d_loss(real_logits.float(), fake_logits.float())
+    if penalty is not None:
+        loss_d = loss_d + r1_weight * penalty
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -302,7 +310,9 @@ class Trainer:
                                      if noise_std > 0 else None)
                     window += train_step(self.step_generator, self.step_discriminator, self.opt_g, self.opt_d,
                                          self.loss, real, z, self.autocast, self.step_discriminator_in_g_step,
-                                         d_input_noise)
+                                         d_input_noise, r1_weight=(cfg.r1_gamma / 2 * cfg.r1_every
+                                                                   if cfg.r1_gamma and self.step % cfg.r1_every == 0
+                                                                   else 0.0))
                     window_steps += 1
                     self.step += 1
                     if self.ema:
