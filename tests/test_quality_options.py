@@ -115,3 +115,31 @@ def test_training_with_spectral_norm_and_lazy_r1_resumes_exactly(tmp_path):
     train(checkpoints.config_of(checkpoints.load(epoch_one)), resume_from=epoch_one, **QUIET)
     a, b = (checkpoints.load(run / "checkpoints" / "last.pt") for run in (straight, killed))
     assert all(torch.equal(v, b["discriminator"][k]) for k, v in a["discriminator"].items())
+
+
+def test_diffaugment_is_differentiable_and_applied_to_real_and_fake_in_both_phases(tmp_path):
+    from facegan.augment import diff_augment
+    images = torch.rand(4, 3, 16, 16, requires_grad=True)
+    out = diff_augment(images * 2 - 1, ["color", "translation", "cutout"], torch.Generator().manual_seed(0))
+    out.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert ((out == 0).flatten(1).sum(1) >= 3 * 8 * 8).all()  # each image has its 8x8 cutout (x 3 channels)
+    halves = [diff_augment((images * 2 - 1)[r::2], ["color", "translation", "cutout"],
+                           torch.Generator().manual_seed(0), r, 2) for r in (0, 1)]
+    assert torch.allclose(halves[0], out[0::2]) and torch.allclose(halves[1], out[1::2])
+
+    from facegan.losses import make_loss
+    from facegan.train import train_step
+    from facegan.models import build_models
+    seen = []
+
+    def view(batch):
+        seen.append(batch.requires_grad)
+        return batch * 0.5
+    generator, discriminator = build_models(ModelConfig(conv_dim=4, z_size=8))
+    opts = [torch.optim.Adam(n.parameters()) for n in (generator, discriminator)]
+    train_step(generator, discriminator, opts[0], opts[1], make_loss("bce"), torch.rand(4, 3, 32, 32) * 2 - 1,
+               torch.randn(4, 8), d_view=view)
+    assert seen == [False, False, True]  # real and detached fake in the D phase, fake with G's graph in the G phase
+    assert json.loads(train(tiny(diffaug="color,translation,cutout", epochs=1), out=tmp_path, **QUIET)
+                      .joinpath("config.json").read_text())["diffaug"] == "color,translation,cutout"

@@ -73,3 +73,47 @@ def augment(batch: torch.Tensor, names, generator: torch.Generator, rank: int = 
         out = torch.nn.functional.grid_sample(out.float(), grid, mode="bilinear", padding_mode="reflection",
                                               align_corners=False).to(batch.dtype)
     return out.clamp(-1.0, 1.0)
+
+
+# DiffAugment (Zhao et al. 2020): the same random, differentiable changes applied to every image D
+# sees, real and fake, in the D step and in the G step, so D cannot memorise a small data set and G's
+# gradient flows through the change. The policy names and ranges are the paper's.
+DIFFAUG_TRANSLATION = 0.125  # shift by up to 1/8 of the side, zeros coming in
+DIFFAUG_CUTOUT = 0.5         # a zeroed square of half the side at a random place
+
+
+def diff_augment(images: torch.Tensor, policies, generator: torch.Generator, rank: int = 0,
+                 world_size: int = 1) -> torch.Tensor:
+    """Differentiable augmentation of a batch (B, 3, S, S) in [-1, 1]; parameters drawn for the global
+    batch from `generator` and sliced by rank, as every other draw of the loop is."""
+    total, n, size = len(images) * world_size, len(images), images.shape[-1]
+
+    def draw(*shape) -> torch.Tensor:
+        values = torch.rand(total, *shape, generator=generator, device=generator.device)[rank::world_size]
+        return values.to(images.device)
+
+    x = images
+    if "color" in policies:
+        x = x + (draw(1, 1, 1) - 0.5)                                                    # brightness
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (draw(1, 1, 1) * 2) + mean                                      # saturation
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (draw(1, 1, 1) + 0.5) + mean                                    # contrast
+    if "translation" in policies:
+        most = int(size * DIFFAUG_TRANSLATION + 0.5)
+        shift = (draw(2) * (2 * most + 1)).floor() - most                                # whole pixels
+        theta = torch.zeros(n, 2, 3, device=images.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+        theta[:, :, 2] = shift * (2.0 / size)
+        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        x = torch.nn.functional.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros",
+                                            align_corners=False).to(images.dtype)
+    if "cutout" in policies:
+        side = int(size * DIFFAUG_CUTOUT + 0.5)
+        corner = (draw(2) * (size + 1 - side)).floor()                                   # top-left (y, x)
+        rows = torch.arange(size, device=images.device).view(1, size, 1)
+        cols = torch.arange(size, device=images.device).view(1, 1, size)
+        y, x0 = corner[:, 0].view(-1, 1, 1), corner[:, 1].view(-1, 1, 1)
+        inside = (rows >= y) & (rows < y + side) & (cols >= x0) & (cols < x0 + side)
+        x = x * (~inside).unsqueeze(1).to(x.dtype)
+    return x

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import (AMP_MODES, ARCH_RECIPES, ARCHS, AUGMENTATIONS, D_HEADS, LR_DECAYS, MAX_IMAGE_SIZE,
+from .config import (AMP_MODES, ARCH_RECIPES, ARCHS, AUGMENTATIONS, D_HEADS, DIFFAUG_POLICIES, LR_DECAYS, MAX_IMAGE_SIZE,
                      MIN_IMAGE_SIZE, OPTIMISERS, PRESETS)
 from .errors import FaceganError
 from .losses import LOSSES
@@ -54,6 +54,8 @@ _TRAIN_OPTIONS = {
                                              help="skip (and count) images with more pixels than this")),
     "--max-images": ("data.max_images", dict(type=_non_negative_int, metavar="N",
                                              help="train on the first N images of the data set; 0 = all")),
+    "--diffaug": ("diffaug", dict(metavar="LIST", help=f"DiffAugment on all D inputs, real and fake: comma list "
+                                                       f"from {','.join(DIFFAUG_POLICIES)}")),
     "--augment": ("augment", dict(metavar="LIST", help=f"comma list from {','.join(AUGMENTATIONS)}: random changes "
                                                        "of the real batches, small ranges (README)")),
     "--image-size": ("model.image_size", dict(type=_positive_int, metavar="PX",
@@ -125,7 +127,7 @@ _ALIASES = {"--real-label": ("--label-smoothing",)}  # old flag names that keep 
 # --help's sections, in order: every train flag belongs to exactly one (a test checks).
 _TRAIN_GROUPS = {
     "data": ("--data", "--num-images", "--render-seed", "--crop", "--max-pixels", "--max-images", "--no-flip",
-             "--augment"),
+             "--augment", "--diffaug"),
     "model": ("--arch", "--image-size", "--conv-dim", "--g-conv-dim", "--d-conv-dim", "--z-size", "--num-layers",
               "--g-layers", "--d-layers", "--d-head", "--dropout", "--batchnorm", "--minibatch-std",
               "--spectral-norm"),

@@ -31,10 +31,11 @@ PRESETS = {
     # The paper's recipe as pytorch/examples/dcgan runs it: BCE with hard labels, Adam 2e-4/0.5, batch 128,
     # no instance noise, no EMA, no augmentation, no flips.
     "dcgan": {"loss": "bce", "real_label": 1.0, "instance_noise": 0.0, "lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5,
-              "beta2": 0.999, "batch_size": 128, "ema_kimg": 0.0, "augment": "", "data.flip": False,
+              "beta2": 0.999, "batch_size": 128, "ema_kimg": 0.0, "augment": "", "diffaug": "", "data.flip": False,
               "opt_d": "adam", "opt_g": "adam", "lr_decay": "none"},
 }
 LR_DECAYS = ("none", "linear", "cosine", "step")
+DIFFAUG_POLICIES = ("color", "translation", "cutout")  # DiffAugment (Zhao et al. 2020), ranges in augment.py
 AUGMENTATIONS = ("flip", "brightness", "contrast", "rotate", "translate")  # ranges in augment.py
 # Old configuration keys still read from config files and checkpoints -> their current names.
 RENAMED_KEYS = {"label_smoothing": "real_label"}
@@ -180,6 +181,7 @@ class TrainConfig:
     r1_every: int = 16           # apply R1 lazily every N steps, scaled by N (StyleGAN2)
     ema_kimg: float = 0.0        # half-life of the EMA of G's weights in thousands of images; 0 = off
     ema_rampup: float = 0.05     # the half-life is at most this fraction of the images seen so far (0 = no ramp)
+    diffaug: str = ""            # DiffAugment policies on everything D sees: comma list of color,translation,cutout
     augment: str = ""            # comma list from AUGMENTATIONS applied to real batches on the device ("flip" is
                                  # data.flip, on by default); e.g. "brightness,contrast,rotate,translate"
     batch_size: int = 64         # images per step per process; the global batch is this x world size
@@ -258,11 +260,18 @@ class TrainConfig:
             raise FaceganError("--lr-decay step needs --lr-decay-every N (steps between decays)")
         if self.lr_decay not in ("linear", "cosine") and self.lr_decay_start:
             raise FaceganError("--lr-decay-start applies to --lr-decay linear or cosine: drop it or pick one of those")
+        odd = [p for p in self.diffaug_policies if p not in DIFFAUG_POLICIES]
+        if odd:
+            raise FaceganError(f"unknown --diffaug '{odd[0]}': use a comma list from {', '.join(DIFFAUG_POLICIES)}")
         unknown = [name for name in self.augmentations if name not in AUGMENTATIONS]
         if unknown:
             raise FaceganError(f"unknown --augment '{unknown[0]}': use a comma list from {', '.join(AUGMENTATIONS)}")
         if "flip" in self.augmentations and not self.data.flip:
             raise FaceganError("--augment flip and --no-flip contradict each other: drop one")
+
+    @property
+    def diffaug_policies(self) -> list[str]:
+        return [name.strip() for name in self.diffaug.split(",") if name.strip()]
 
     @property
     def augmentations(self) -> list[str]:

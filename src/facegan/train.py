@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints, distributed
-from .augment import augment, instance_noise, instance_noise_std
+from .augment import augment, diff_augment, instance_noise, instance_noise_std
 from .config import TrainConfig
 from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare, summary
@@ -38,7 +38,8 @@ METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
 
 def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torch.Tensor, z: torch.Tensor,
                autocast=contextlib.nullcontext, discriminator_in_g_step=None,
-               input_noise: tuple[torch.Tensor, torch.Tensor] | None = None, r1_weight: float = 0.0) -> torch.Tensor:
+               input_noise: tuple[torch.Tensor, torch.Tensor] | None = None, r1_weight: float = 0.0,
+               d_view=None) -> torch.Tensor:
     """One DCGAN step: D on real vs detached fake, then G through the updated D.
 
     `discriminator_in_g_step` is D as called in the G step; under DDP it is the unwrapped module,
@@ -46,12 +47,14 @@ def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torc
     (noise for the reals, noise for the fakes), added to what D sees in both phases (instance
     noise). `r1_weight` > 0 adds that times the R1 penalty to D's loss on this step (lazy R1: the
     caller passes gamma/2 x interval on every interval-th step). Returns (loss_d, loss_g, mean D(x),
-    mean D(G(z))) as one detached tensor: no host sync here."""
+    mean D(G(z))) as one detached tensor: no host sync here. `d_view`, when given, transforms every
+    batch D sees, real and fake, in both phases (DiffAugment), before any instance noise."""
     frozen_d = discriminator_in_g_step if discriminator_in_g_step is not None else discriminator
+    view = d_view or (lambda images: images)
     if input_noise is None:  # no extra pass over the batch when the noise has faded out
-        seen_real, noisy_fake = real, (lambda images: images)
+        seen_real, noisy_fake = view(real), view
     else:
-        seen_real, noisy_fake = real + input_noise[0], (lambda images: images + input_noise[1])
+        seen_real, noisy_fake = view(real) + input_noise[0], (lambda images: view(images) + input_noise[1])
     penalty = None
     with autocast():
         fake = generator(z)
@@ -287,6 +290,9 @@ class Trainer:
         from tqdm import tqdm
 
         augmentations = [name for name in cfg.augmentations if name != "flip"]  # flips happen in self.batches
+        policies = cfg.diffaug_policies
+        d_view = (lambda images: diff_augment(images, policies, self.noise, self.world.rank, self.world.size)
+                  .contiguous(memory_format=self.memory_format)) if policies else None
         window, window_steps, window_start = torch.zeros(len(METRIC_NAMES), device=self.device), 0, time.perf_counter()
         stopped = "complete"
         diverged = False
@@ -312,7 +318,7 @@ class Trainer:
                                          self.loss, real, z, self.autocast, self.step_discriminator_in_g_step,
                                          d_input_noise, r1_weight=(cfg.r1_gamma / 2 * cfg.r1_every
                                                                    if cfg.r1_gamma and self.step % cfg.r1_every == 0
-                                                                   else 0.0))
+                                                                   else 0.0), d_view=d_view)
                     window_steps += 1
                     self.step += 1
                     if self.ema:
