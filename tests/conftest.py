@@ -24,6 +24,14 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FACEGAN_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
+def tiny_train_config(**overrides):
+    """A TrainConfig that trains in a second: 96 built-in faces, batch 16 (6 steps an epoch), 2 epochs."""
+    from facegan.config import DataConfig, ModelConfig, TrainConfig
+    base = {"model": ModelConfig(conv_dim=8, z_size=16), "data": DataConfig(num_images=96), "batch_size": 16,
+            "epochs": 2, "log_every": 2, "num_samples": 4}
+    return TrainConfig(**{**base, **overrides})
+
+
 def closed_port() -> int:
     """A loopback port nobody listens on (bound, then closed at once): 'offline' without the network."""
     import socket

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from facegan import checkpoints
+from conftest import tiny_train_config
 from facegan.cli import main
-from facegan.config import DataConfig, ModelConfig, TrainConfig
+from facegan.config import ModelConfig
 from facegan.ema import GeneratorEMA, ema_beta
 from facegan.generate import generate, load_generator
 from facegan.models import Generator
@@ -17,11 +18,7 @@ from facegan.train import train
 QUIET = {"progress": False, "log": lambda *a: None}
 
 
-def tiny(**kw) -> TrainConfig:
-    base = {"model": ModelConfig(conv_dim=8, z_size=16), "data": DataConfig(num_images=96), "batch_size": 16,
-            "epochs": 2, "log_every": 2, "num_samples": 4}
-    base.update(kw)
-    return TrainConfig(**base)
+tiny = tiny_train_config
 
 
 def test_ema_beta_follows_the_half_life_in_images_with_ramp_up():

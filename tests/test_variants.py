@@ -11,8 +11,9 @@ from torch import nn
 
 from facegan import checkpoints
 from facegan.augment import ROTATION_DEGREES, augment
+from conftest import tiny_train_config
 from facegan.cli import main
-from facegan.config import DataConfig, ModelConfig, TrainConfig
+from facegan.config import DataConfig, ModelConfig
 from facegan.errors import FaceganError
 from facegan.generate import generate, load_generator
 from facegan.models import MinibatchStd, build_models
@@ -22,11 +23,7 @@ from facegan.train import train
 QUIET = {"progress": False, "log": lambda *a: None}
 
 
-def tiny(**kw) -> TrainConfig:
-    base = {"model": ModelConfig(conv_dim=8, z_size=16), "data": DataConfig(num_images=96), "batch_size": 16,
-            "epochs": 2, "log_every": 2, "num_samples": 4}
-    base.update(kw)
-    return TrainConfig(**base)
+tiny = tiny_train_config
 
 
 def params(net) -> int:
