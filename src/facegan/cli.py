@@ -262,12 +262,12 @@ def _truncation(text: str) -> float:
     return value
 
 
-def _add_device_options(p, batch: bool = True) -> None:
+def _add_generator_options(p) -> None:
+    """What every command that runs a trained generator shares."""
     p.add_argument("--no-ema", action="store_true",
                    help="use the raw generator even when the run keeps a moving average (--ema) of it")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    if batch:
-        p.add_argument("--batch-size", type=_positive_int, default=64, help="faces per forward pass (default: 64)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="faces per forward pass (default: 64)")
 
 
 def _add_generate(subparsers) -> None:
@@ -282,7 +282,7 @@ def _add_generate(subparsers) -> None:
     p.add_argument("--out", metavar="FILE", help="grid file, .png/.jpg/.webp (default: generated.png in the run folder)")
     p.add_argument("--outdir", metavar="DIR", help="write one file per seed here instead of a grid")
     p.add_argument("--ext", choices=("png", "jpg", "webp"), default="png", help="with --outdir: file type (default: png)")
-    _add_device_options(p)
+    _add_generator_options(p)
     p.set_defaults(func=_generate)
 
 
@@ -326,7 +326,7 @@ def _add_interpolate(subparsers) -> None:
                    help="pull z toward the mean, as in generate (default: 1 = off)")
     p.add_argument("--out", metavar="FILE", help=".png/.jpg strip or .gif/.webp animation "
                                                  "(default: interpolation.png in the run folder)")
-    _add_device_options(p)
+    _add_generator_options(p)
     p.set_defaults(func=_interpolate)
 
 
@@ -368,7 +368,7 @@ def _add_evaluate(subparsers) -> None:
                    help="generated and real images compared (default: 1000)")
     p.add_argument("--inception-weights", metavar="PTH",
                    help="pt_inception-2015-12-05-6726825d.pth, for fid, kid and pr (see README)")
-    _add_device_options(p)
+    _add_generator_options(p)
     p.set_defaults(func=_evaluate)
 
 

@@ -23,14 +23,14 @@ from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare, summary
 from .device import (autocast_factory, check_fits, default_channels_last, resolve_amp,
                      resolve_device)
+from .ema import GeneratorEMA, ema_beta
 from .errors import FaceganError
 from .images import make_grid, plot_eval, plot_losses, save_grid, to_uint8
 from .interrupt import StopRequest
 from .losses import GANLoss, make_loss, r1_penalty
-from .ema import GeneratorEMA, ema_beta
 from .models import build_models, training_bytes
-from .optim import lr_factor, make_optimizer, set_learning_rates
 from .monitor import Monitor
+from .optim import lr_factor, make_optimizer, set_learning_rates
 from .runs import RunFolder, require_training_state, run_for_training, run_name_of
 
 METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")

@@ -70,15 +70,14 @@ def _plot_losses(out: Path, entries: list[dict], title: str, path: Path) -> Path
     return _save_figure(fig, path)
 
 
-def _plot_metric(entries: list[dict], xs: list, xlabel: str, path: Path, sorted_bars: bool = False,
-                 scatter: bool = False) -> Path | None:
+def _plot_metric(entries: list[dict], xs: list, xlabel: str, path: Path, scatter: bool = False) -> Path | None:
     points = [(x, e[METRIC]) for x, e in zip(xs, entries) if isinstance(e.get(METRIC), (int, float))]
     if not points:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in points)
-    if numeric and not sorted_bars:
+    if numeric:
         points.sort()  # a grid factor's settings in order; a random search's samples as a scatter
         ax.plot(*zip(*points), marker="o", linestyle="none" if scatter or len(points) < 2 else "-")
         if all(x > 0 for x, _ in points) and max(x for x, _ in points) / min(x for x, _ in points) >= 50:
