@@ -1,80 +1,203 @@
-"""Quality at equal images seen: the textbook recipe (--preset dcgan) against facegan's candidates.
+"""Quality at equal images seen: the textbook recipe (--preset dcgan) against facegan's recipes.
 
-    python benchmarks/quality.py [--setting a|b|c] [--seeds 1,2,3] [--recipes textbook,default,ema]
+    python benchmarks/quality.py [--setting a|b|c] [--seeds 1,2,3] [--recipes textbook,default]
                                  [--quick] [--out bench-quality]
 
-Settings (issue 12): (a) the built-in faces at 32 px, 20 epochs of 20,000 (400,000 images seen);
-(b) the same at 64 px; (c) 500 built-in faces, small-data regime, the same images seen. Each recipe is
-trained through `facegan.train.train` once per seed, then evaluated with `facegan.metrics.evaluate`
-(SWD x1e3 on 1,000 samples, MS-SSIM diversity). Prints a table of medians and spreads (min-max over
-seeds), wall time and images/s, and writes OUT/results.json. --quick: 1 seed, 1/10 of the images.
-Wall times on this 2-core CPU: (a) about 2.5 min a run, (b) 6-12 min, (c) as (a).
+Settings (issue 12), each 399,360 images seen (20 epochs of the 19,968 images a batch of 64 or 128 uses):
+  (a) the built-in faces at 32 px;  (b) the same at 64 px;
+  (c) the small-data regime: the first 500 of those faces at 32 px, the same images seen (about 800
+      epochs). SWD and MS-SSIM are measured against all 20,000 faces (the distribution, not the 500),
+      and `nn` (metrics/nearest.py) says whether samples sit closer to the 500 than held-out faces do.
+Each recipe is trained through `facegan.train.train` once per seed and evaluated with
+`facegan.metrics.evaluate` (SWD x1e3 on 1,000 samples, per level and average; MS-SSIM diversity,
+lower = more diverse). For (a) and (b) it also reports equal wall time: each run is evaluated at its
+last epoch checkpoint written within the textbook's median training time (a recipe faster than the
+textbook is taken at its end). It prints medians and min-max over seeds, writes OUT/SETTING/results.json
+and OUT/SETTING/side-by-side.png
+(textbook | facegan default, seed 1, the same 36 latents). --quick: 1 seed, 1/10 of the images.
+Each run's numbers are kept in OUT/SETTING/RECIPE/seed-N.json and are not measured again (delete the
+file to redo one), so seeds can run in two processes at once: --seeds 1 --threads 1 beside --seeds 2
+--threads 1 (then a last call with all seeds prints the table).
+
+Wall time of one run on a 2-core CPU: (a) and (c) about 2.5-3 min, (b) about 8-12 min.
 """
 
 import argparse
 import json
+import math
+import os
 import statistics
 import time
 from pathlib import Path
 
+import torch
+from PIL import Image, ImageDraw
+
 from facegan.config import PRESETS, DataConfig, ModelConfig, TrainConfig, apply_overrides
 from facegan.data.prepare import prepare
-from facegan.generate import load_generator
+from facegan.generate import generate, load_generator
+from facegan.images import make_grid
 from facegan.metrics.evaluate import evaluate
 
-SETTINGS = {"a": {"image_size": 32, "num_images": 20000, "epochs": 20},
-            "b": {"image_size": 64, "num_images": 20000, "epochs": 20},
-            "c": {"image_size": 32, "num_images": 500, "epochs": 800}}  # 400,000 images seen, as (a)
-RECIPES = {"textbook": dict(PRESETS["dcgan"]), "default": {}, "ema": {"ema_kimg": 10.0},
-           "ema+diffaug": {"ema_kimg": 10.0, "diffaug": "color,translation,cutout"}}
+IMAGES_SEEN = 20 * 19_968
+SETTINGS = {"a": {"image_size": 32, "train_images": 0},
+            "b": {"image_size": 64, "train_images": 0},
+            "c": {"image_size": 32, "train_images": 500}}
+RECIPES = {
+    "textbook": dict(PRESETS["dcgan"]),
+    "default": {},  # whatever `facegan train` does today
+    # facegan's defaults before issue 12, kept to show what each change bought
+    "v1": {"ema_kimg": 0.0, "diffaug": ""},
+}
 
 
 def config(setting: dict, recipe: dict, seed: int, quick: bool) -> TrainConfig:
     raw = TrainConfig(model=ModelConfig(image_size=setting["image_size"]),
-                      data=DataConfig(num_images=setting["num_images"]), epochs=setting["epochs"], seed=seed).to_dict()
+                      data=DataConfig(num_images=20_000, max_images=setting["train_images"]), seed=seed).to_dict()
     cfg = TrainConfig.from_dict(apply_overrides(raw, recipe))
-    if quick:
-        cfg.epochs = max(1, cfg.epochs // 10)
+    images = IMAGES_SEEN // (10 if quick else 1)
+    cfg.max_steps = images // cfg.batch_size
+    per_epoch = (setting["train_images"] or 20_000) // cfg.batch_size
+    cfg.epochs = math.ceil(cfg.max_steps / per_epoch)
+    if not setting["train_images"]:
+        cfg.keep_checkpoints = cfg.epochs  # every epoch's state, for the equal-wall-time column
     return cfg
+
+
+def _started(run: Path) -> float:
+    return (run / "config.json").stat().st_mtime
+
+
+def checkpoint_within(run: Path, seconds: float) -> Path:
+    """The newest epoch checkpoint the run had written `seconds` after it started (its last.pt if none later)."""
+    start = _started(run)
+    epochs = sorted((run / "checkpoints").glob("epoch-*.pt"))
+    inside = [p for p in epochs if p.stat().st_mtime - start <= seconds]
+    return inside[-1] if inside else epochs[0]
+
+
+def measure(checkpoint: Path, prepared, train_images: int) -> dict:
+    generator, _ = load_generator(checkpoint)
+    metrics = ["swd", "msssim"] + (["nn"] if train_images else [])
+    scores = evaluate(generator, prepared, metrics, 1000, train_count=train_images or None)
+    row = {"swd": scores["swd"], "swd_levels": scores["swd_levels"], "msssim": scores["msssim"],
+           "msssim_real": scores["msssim_real"]}
+    if train_images:
+        row["nn_ratio"] = scores["nn_ratio"]
+    return row
+
+
+def side_by_side(runs: dict, path: Path, count: int = 36) -> None:
+    """One labelled picture: each recipe's faces for the same `count` seeds, next to each other."""
+    panels = []
+    for name, run in runs.items():
+        generator, _ = load_generator(run / "generator.pt")
+        grid = make_grid(generate(generator, range(count)), columns=6)
+        scale = max(1, 240 // grid.shape[1])
+        panel = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+        labelled = Image.new("RGB", (panel.width, panel.height + 18), "white")
+        labelled.paste(panel, (0, 18))
+        ImageDraw.Draw(labelled).text((4, 3), name, fill="black")
+        panels.append(labelled)
+    canvas = Image.new("RGB", (sum(p.width for p in panels) + 12 * (len(panels) - 1), panels[0].height), "white")
+    left = 0
+    for panel in panels:
+        canvas.paste(panel, (left, 0))
+        left += panel.width + 12
+    canvas.save(path)
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)  # a kill mid-write never leaves half a record
+
+
+def _cell(rows: list[dict], key: str, digits: int = 2) -> str:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return "-"
+    median = statistics.median(values)
+    return f"{median:.{digits}f}" if len(values) == 1 else \
+        f"{median:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=tuple(SETTINGS), default="a")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--recipes", default="textbook,default,ema")
+    parser.add_argument("--recipes", default="textbook,default",
+                        help=f"comma-separated, from: {', '.join(RECIPES)}")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="bench-quality")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from facegan.train import train
 
+    names = args.recipes.split(",")
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe {unknown[0]}: choose from {', '.join(RECIPES)}")
     seeds = [1] if args.quick else [int(s) for s in args.seeds.split(",")]
     setting = SETTINGS[args.setting]
-    out = Path(args.out) / args.setting
-    results = {}
-    for name in args.recipes.split(","):
-        rows = []
+    out = Path(args.out) / (args.setting + ("-quick" if args.quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    prepared = prepare(DataConfig(num_images=20_000), setting["image_size"])
+    for name in names:
         for seed in seeds:
+            record = out / name / f"seed-{seed}.json"
+            if record.is_file():
+                continue
             cfg = config(setting, RECIPES[name], seed, args.quick)
             started = time.perf_counter()
             run = train(cfg, out=out / name, progress=False, log=lambda *a: None)
             wall = time.perf_counter() - started
-            generator, _ = load_generator(run / "generator.pt")
-            prepared = prepare(cfg.data, cfg.model.image_size)
-            scores = evaluate(generator, prepared, ["swd", "msssim"], 1000)
-            images = cfg.epochs * (len(prepared.images) // cfg.batch_size) * cfg.batch_size
-            rows.append({"seed": seed, "swd": scores["swd"], "msssim": scores["msssim"],
-                         "msssim_real": scores["msssim_real"], "wall_s": round(wall, 1),
-                         "images_per_s": round(images / wall, 1), "run": str(run)})
-            print(f"{args.setting} {name} seed {seed}: SWD {scores['swd']:.2f}, MS-SSIM {scores['msssim']:.3f} "
-                  f"(reals {scores['msssim_real']:.3f}), {wall / 60:.1f} min", flush=True)
-        results[name] = rows
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nsetting {args.setting}, {len(seeds)} seed(s): median (min-max)")
-    print(f"{'recipe':<14}{'SWD x1e3':>22}{'MS-SSIM':>22}{'images/s':>10}")
+            row = {"seed": seed, "run": str(run), "wall_s": round(wall, 1), "threads": torch.get_num_threads(),
+                   "images_per_s": round(cfg.max_steps * cfg.batch_size / wall, 1),
+                   **measure(run / "generator.pt", prepared, setting["train_images"])}
+            _write_json(record, row)
+            print(f"{args.setting} {name} seed {seed}: SWD {row['swd']:.2f}, MS-SSIM {row['msssim']:.3f} "
+                  f"(reals {row['msssim_real']:.3f}), {wall / 60:.1f} min", flush=True)
+    results = {name: [json.loads((out / name / f"seed-{seed}.json").read_text()) for seed in seeds
+                      if (out / name / f"seed-{seed}.json").is_file()] for name in names}
+    results = {name: rows for name, rows in results.items() if rows}
+    if set(results) != set(names) or any(len(rows) < len(seeds) for rows in results.values()):
+        print("(some runs are still missing: the table shows those measured)")
+
+    equal_wall = None
+    if not setting["train_images"] and "textbook" in results:
+        equal_wall = statistics.median(r["wall_s"] for r in results["textbook"])
+        for name, rows in results.items():
+            for row in rows:
+                if row.get("equal_wall_s") != equal_wall:
+                    checkpoint = checkpoint_within(Path(row["run"]), equal_wall) if row["wall_s"] > equal_wall \
+                        else Path(row["run"]) / "generator.pt"
+                    row["equal_wall_s"] = equal_wall
+                    row["swd_equal_wall"] = measure(checkpoint, prepared, 0)["swd"]
+                    row["equal_wall_checkpoint"] = checkpoint.name
+                    _write_json(out / name / f"seed-{row['seed']}.json", row)
+    shown = {n: Path(next(r["run"] for r in results[n] if r["seed"] == seeds[0])) for n in ("textbook", "default")
+             if n in results and any(r["seed"] == seeds[0] for r in results[n])}
+    if len(shown) == 2:
+        side_by_side(shown, out / "side-by-side.png")
+
+    print(f"\nsetting {args.setting}, seeds {','.join(map(str, seeds))}: median (min-max); SWD x1e3, lower is better")
+    header = f"{'recipe':<12}{'SWD':>22}{'vs textbook':>12}{'MS-SSIM':>22}{'images/s':>10}"
+    header += f"{'SWD equal wall':>22}" if equal_wall else f"{'nn ratio':>20}"
+    print(header)
+    reference = statistics.median(r["swd"] for r in results["textbook"]) if "textbook" in results else None
     for name, rows in results.items():
-        cell = lambda k: f"{statistics.median(r[k] for r in rows):.3f} ({min(r[k] for r in rows):.2f}-{max(r[k] for r in rows):.2f})"  # noqa: E731
-        print(f"{name:<14}{cell('swd'):>22}{cell('msssim'):>22}{statistics.median(r['images_per_s'] for r in rows):>10.0f}")
+        ratio = f"{statistics.median(r['swd'] for r in rows) / reference:.2f}x" if reference else "-"
+        line = f"{name:<12}{_cell(rows, 'swd'):>22}{ratio:>12}{_cell(rows, 'msssim', 3):>22}"
+        line += f"{statistics.median(r['images_per_s'] for r in rows):>10.0f}"
+        line += f"{_cell(rows, 'swd_equal_wall'):>22}" if equal_wall else f"{_cell(rows, 'nn_ratio'):>20}"
+        print(line)
+    if equal_wall:
+        print(f"equal wall time: {equal_wall:.0f} s (the textbook's median)")
+    reals = statistics.median(r["msssim_real"] for rows in results.values() for r in rows)
+    print(f"MS-SSIM of real faces: {reals:.3f}")
 
 
 if __name__ == "__main__":

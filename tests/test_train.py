@@ -85,6 +85,20 @@ def test_mid_epoch_stop_and_resume_with_dropout_is_exact(tmp_path):
     _assert_same_state(_weights(straight), _weights(stopped))
 
 
+def test_long_runs_of_tiny_epochs_save_every_few_epochs_and_an_early_stop_still_saves(tmp_path):
+    quiet = dict(progress=False, log=lambda *a: None)
+    # 96 faces / batch 16 = 6 steps an epoch; 25 epochs: auto saves every ceil(200/6) = 34 -> only the last.
+    run = train(tiny_config(epochs=25), out=tmp_path / "auto", **quiet)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-0025.png"]
+    run = train(tiny_config(epochs=25, save_every_epochs=10), out=tmp_path / "ten", **quiet)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-0010.png", "epoch-0020.png", "epoch-0025.png"]
+    # A stop at an epoch end that was not saved (max_steps 12 = the end of epoch 2) saves it as that epoch.
+    run = train(tiny_config(epochs=25, max_steps=12), out=tmp_path / "stop", **quiet)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-0002.png"]
+    state = checkpoints.load(run / "checkpoints" / "epoch-0002.pt")
+    assert (state["step"], state["epoch"], state["step_in_epoch"]) == (12, 2, 0)
+
+
 def test_run_folder_contents_and_bounded_checkpoints(tmp_path):
     run = train(tiny_config(epochs=4, keep_checkpoints=2), out=tmp_path, progress=False, log=lambda *a: None)
     assert (run / "config.json").is_file() and (run / "reals.png").is_file() and (run / "losses.png").is_file()

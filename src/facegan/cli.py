@@ -115,6 +115,9 @@ _TRAIN_OPTIONS = {
                                                         help="with --checkpoint-every 0: minutes between saves")),
     "--sample-every": ("sample_every", dict(type=_non_negative_int, metavar="STEPS",
                                             help="also write a progress grid every STEPS steps; 0 = per epoch only")),
+    "--save-every-epochs": ("save_every_epochs", dict(
+        type=_non_negative_int, metavar="N", help="epochs between progress grids, epoch checkpoints and the loss plot; "
+        "0 = every epoch, but every ~200 steps for long runs of tiny epochs (a few hundred images)")),
     "--num-samples": ("num_samples", dict(type=_positive_int, help="images in each progress grid")),
     "--amp": ("amp", dict(choices=AMP_MODES, help="mixed precision; auto = bf16 on cuda and CPUs with native bf16")),
     "--eval-every": ("eval_every", dict(type=_non_negative_int, help="steps between evaluations; 0 = off")),
@@ -135,8 +138,8 @@ _TRAIN_GROUPS = {
     "optimiser": ("--lr", "--lr-d", "--lr-g", "--opt-d", "--opt-g", "--beta1", "--beta2", "--momentum",
                   "--batch-size", "--ema", "--ema-rampup"),
     "schedule": ("--epochs", "--max-steps", "--lr-decay", "--lr-decay-start", "--lr-decay-every", "--lr-decay-gamma"),
-    "output": ("--preset", "--out", "--resume", "--config", "--log-every", "--num-samples", "--sample-every", "--keep-checkpoints",
-               "--checkpoint-every", "--checkpoint-minutes", "--tensorboard", "--no-progress"),
+    "output": ("--preset", "--out", "--resume", "--config", "--log-every", "--num-samples", "--sample-every",
+               "--save-every-epochs", "--keep-checkpoints", "--checkpoint-every", "--checkpoint-minutes", "--tensorboard", "--no-progress"),
     "evaluation": ("--eval-every", "--eval-metrics", "--eval-samples", "--inception-weights"),
     "system": ("--seed", "--device", "--amp", "--channels-last", "--compile", "--sync-bn"),
 }

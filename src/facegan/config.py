@@ -195,6 +195,8 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0  # with checkpoint_every 0: minutes of training between saves (a kill loses at most this)
     num_samples: int = 64        # images in each fixed-noise progress grid
     sample_every: int = 0        # also write a progress grid every N steps (samples/step-NNNNNNN.png); 0 = per epoch only
+    save_every_epochs: int = 0   # epochs between epoch-end saves (grid, epoch-NNNN.pt, loss plot); 0 = auto: every
+                                 # epoch, except runs of over 20 epochs shorter than SAVE_MIN_STEPS (see epochs_per_save)
     channels_last: bool | None = None  # NHWC memory layout; None = on for cpu/cuda (measured faster)
     amp: str = "auto"            # mixed precision: auto (bf16 on cuda and native-bf16 CPUs, else off), bf16, off
     compile: bool = False        # torch.compile both networks (slow start; pays on long GPU runs)
@@ -245,8 +247,8 @@ class TrainConfig:
             raise FaceganError("--r1 must be 0 (off) or positive, --r1-every at least 1")
         if self.ema_kimg < 0 or not 0 <= self.ema_rampup <= 1:
             raise FaceganError("--ema must be 0 (off) or a half-life in thousands of images, --ema-rampup in [0, 1]")
-        if self.data.max_images < 0 or self.sample_every < 0:
-            raise FaceganError("--max-images and --sample-every must be 0 (off) or positive")
+        if self.data.max_images < 0 or self.sample_every < 0 or self.save_every_epochs < 0:
+            raise FaceganError("--max-images, --sample-every and --save-every-epochs must be 0 (off/auto) or positive")
         for name in ("opt_d", "opt_g"):
             if getattr(self, name) not in OPTIMISERS:
                 raise FaceganError(f"unknown --{name.replace('_', '-')} '{getattr(self, name)}': use {' or '.join(OPTIMISERS)}")
@@ -342,7 +344,8 @@ def load_config_file(path) -> dict:
 # the model, the data or the optimisation, and changing it would not be the same run.
 RESUMABLE_KEYS = {"epochs", "max_steps", "device", "log_every", "keep_checkpoints", "checkpoint_every",
                   "checkpoint_minutes", "compile", "eval_every",
-                  "eval_metrics", "eval_samples", "inception_weights", "tensorboard", "sample_every"}
+                  "eval_metrics", "eval_samples", "inception_weights", "tensorboard", "sample_every",
+                  "save_every_epochs"}
 
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:
