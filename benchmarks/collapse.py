@@ -69,7 +69,8 @@ def main() -> None:
     device = torch.device("cpu")
     images = prepare(DataConfig(num_images=20000), a.image_size, progress=False).images
     torch.manual_seed(a.seed)
-    generator, discriminator = build_models(ModelConfig(image_size=a.image_size, conv_dim=a.conv_dim))
+    generator, discriminator = build_models(ModelConfig(image_size=a.image_size, conv_dim=a.conv_dim,
+                                                          spectral_norm=False))  # the paper's D, as measured
     if not a.biases:  # the textbook's networks have none of these three
         for layer in (discriminator.features[0].conv, discriminator.head, generator.to_rgb):
             layer.register_parameter("bias", None)

@@ -43,12 +43,30 @@ IMAGES_SEEN = 20 * 19_968
 SETTINGS = {"a": {"image_size": 32, "train_images": 0},
             "b": {"image_size": 64, "train_images": 0},
             "c": {"image_size": 32, "train_images": 500}}
+# facegan's defaults before issue 12; the candidates below change one thing each (or two, "+").
+V1 = {"loss": "bce", "model.spectral_norm": False, "ema_kimg": 0.0, "diffaug": "", "r1_gamma": 0.0,
+      "batch_size": 64, "lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "beta2": 0.999, "model.minibatch_std": None}
 RECIPES = {
     "textbook": dict(PRESETS["dcgan"]),
     "default": {},  # whatever `facegan train` does today
-    # facegan's defaults before issue 12, kept to show what each change bought
-    "v1": {"ema_kimg": 0.0, "diffaug": ""},
+    "v1": V1,
+    "v1+ema": {**V1, "ema_kimg": 10.0},
+    "v1+lsgan": {**V1, "loss": "lsgan"},
+    "v1+ttur": {**V1, "lr_d": 4e-4, "lr_g": 1e-4},
+    "v1+batch32": {**V1, "batch_size": 32},
+    "v1+mbstd": {**V1, "model.minibatch_std": True},
+    "v1+diffaug": {**V1, "diffaug": "color,translation"},
+    "v1+r1": {**V1, "r1_gamma": 0.2},
+    "v1+sn": {**V1, "model.spectral_norm": True},
+    "v1+hinge": {**V1, "loss": "hinge"},
+    "v1+hinge+sn": {**V1, "loss": "hinge", "model.spectral_norm": True},
+    "v1+hinge+sn+ema": {**V1, "loss": "hinge", "model.spectral_norm": True, "ema_kimg": 10.0},
+    "v1+hinge+sn+beta0": {**V1, "loss": "hinge", "model.spectral_norm": True, "beta1": 0.0, "beta2": 0.9},
+    "default+diffaug": {"diffaug": "color,translation,cutout"},
 }
+
+
+LABELS = {"textbook": "textbook (--preset dcgan)", "default": "facegan default"}
 
 
 def config(setting: dict, recipe: dict, seed: int, quick: bool) -> TrainConfig:
@@ -93,11 +111,11 @@ def side_by_side(runs: dict, path: Path, count: int = 36) -> None:
     for name, run in runs.items():
         generator, _ = load_generator(run / "generator.pt")
         grid = make_grid(generate(generator, range(count)), columns=6)
-        scale = max(1, 240 // grid.shape[1])
+        scale = max(1, round(480 / grid.shape[1]))
         panel = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
         labelled = Image.new("RGB", (panel.width, panel.height + 18), "white")
         labelled.paste(panel, (0, 18))
-        ImageDraw.Draw(labelled).text((4, 3), name, fill="black")
+        ImageDraw.Draw(labelled).text((4, 3), LABELS.get(name, name), fill="black")
         panels.append(labelled)
     canvas = Image.new("RGB", (sum(p.width for p in panels) + 12 * (len(panels) - 1), panels[0].height), "white")
     left = 0
@@ -171,9 +189,10 @@ def main():
         equal_wall = statistics.median(r["wall_s"] for r in results["textbook"])
         for name, rows in results.items():
             for row in rows:
-                if row.get("equal_wall_s") != equal_wall:
-                    checkpoint = checkpoint_within(Path(row["run"]), equal_wall) if row["wall_s"] > equal_wall \
-                        else Path(row["run"]) / "generator.pt"
+                # The reference is taken at its end (its median run defines the time; the others are close).
+                checkpoint = checkpoint_within(Path(row["run"]), equal_wall) \
+                    if row["wall_s"] > equal_wall and name != "textbook" else Path(row["run"]) / "generator.pt"
+                if (row.get("equal_wall_s"), row.get("equal_wall_checkpoint")) != (equal_wall, checkpoint.name):
                     row["equal_wall_s"] = equal_wall
                     row["swd_equal_wall"] = measure(checkpoint, prepared, 0)["swd"]
                     row["equal_wall_checkpoint"] = checkpoint.name

@@ -34,7 +34,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    cfg = ModelConfig(image_size=args.image_size, conv_dim=args.conv_dim)
+    # The step comparison runs the paper's networks on both sides (no spectral norm, facegan's default since issue 12).
+    cfg = ModelConfig(image_size=args.image_size, conv_dim=args.conv_dim, spectral_norm=False)
     bf16 = (default_amp(device) if args.amp == "auto" else args.amp) == "bf16"
     result = bench.run(cfg, args.batch_size, device, args.steps, args.repeats,
                        channels_last=not args.no_channels_last, compile=args.compile, amp=bf16)

@@ -26,7 +26,7 @@ def test_train_generate_resume_end_to_end(tmp_path, capsys):
     (run,) = runs.iterdir()
     assert run.name == "00000-faces32"
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["conv_dim"] == 8 and config["epochs"] == 1 and config["loss"] == "bce"
+    assert config["model"]["conv_dim"] == 8 and config["epochs"] == 1 and config["loss"] == "hinge"
     for name in ("reals.png", "losses.png", "metrics.jsonl", "generator.pt", "checkpoints/last.pt",
                  "checkpoints/epoch-0001.pt", "samples/epoch-0001.png"):
         assert (run / name).is_file(), name

@@ -1,4 +1,4 @@
-"""Issue 12's mechanics so far: the EMA generator and --preset."""
+"""Issue 12's mechanics: the EMA generator, --preset, spectral norm, R1, DiffAugment, and the defaults it chose."""
 
 import json
 import shutil
@@ -70,8 +70,22 @@ def test_preset_dcgan_is_the_textbook_under_explicit_options(tmp_path, capsys):
     first, second = (json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/config.json")))
     assert (first["batch_size"], first["real_label"], first["instance_noise"], first["ema_kimg"]) == (128, 1.0, 0.0, 0.0)
     assert first["data"]["flip"] is False and first["lr_d"] == first["lr_g"] == 2e-4 and first["beta1"] == 0.5
+    assert first["loss"] == "bce" and first["model"]["spectral_norm"] is False
     assert second["batch_size"] == 32 and second["real_label"] == 0.9 and second["instance_noise"] == 0.0
     assert main(["train", "--preset", "fancy"]) == 2
+
+
+def test_the_default_is_the_quality_benchmarks_winner_and_can_be_turned_off(tmp_path, capsys):
+    """README "Better faces": hinge loss, spectral norm on D and a 10-kimg EMA won benchmarks/quality.py."""
+    common = ["train", "--num-images", "256", "--conv-dim", "4", "--max-steps", "1", "--no-progress",
+              "--out", str(tmp_path)]
+    assert main(common) == 0
+    assert main(common + ["--no-spectral-norm", "--ema", "0", "--loss", "bce"]) == 0
+    default, off = (json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/config.json")))
+    assert (default["loss"], default["model"]["spectral_norm"], default["ema_kimg"]) == ("hinge", True, 10.0)
+    assert (off["loss"], off["model"]["spectral_norm"], off["ema_kimg"]) == ("bce", False, 0.0)
+    run = sorted(tmp_path.glob("*-faces32"))[0]
+    assert "generator_ema" in checkpoints.load(run / "generator.pt")
 
 
 def test_spectral_norm_holds_every_d_layer_at_singular_value_one():

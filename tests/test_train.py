@@ -187,12 +187,13 @@ def test_instance_noise_reaches_every_discriminator_input_and_fades(tmp_path):
     assert torch.equal(whole[0][0::2], halves[0][0]) and torch.equal(whole[1][1::2], halves[1][1])
 
 
-def test_checkpoints_from_before_instance_noise_resume_without_it():
+def test_checkpoints_from_before_an_option_existed_resume_without_it():
     raw = TrainConfig().to_dict()
-    del raw["instance_noise"], raw["instance_noise_steps"]
+    del raw["instance_noise"], raw["instance_noise_steps"], raw["model"]["spectral_norm"], raw["ema_kimg"]
     raw["label_smoothing"] = raw.pop("real_label")  # and with the old name of real_label
     old = checkpoints.config_of({"config": raw})
     assert old.instance_noise == 0.0 and old.real_label == 0.9
+    assert old.model.spectral_norm is False and old.ema_kimg == 0.0  # their weights have no spectral norm
     assert TrainConfig.from_dict({"epochs": 3}).instance_noise == 0.5  # a partial config file gets the default
 
 

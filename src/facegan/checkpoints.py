@@ -94,13 +94,17 @@ def load(path, map_location="cpu") -> dict:
 
 # Options added after checkpoints existed -> the value that reproduces how older checkpoints were
 # trained (a config file may leave an option out and get today's default; a checkpoint may not).
-_BEFORE_OPTION_EXISTED = {"instance_noise": 0.0}
+# "model.x" is a key of the model section.
+_BEFORE_OPTION_EXISTED = {"instance_noise": 0.0, "model.spectral_norm": False, "ema_kimg": 0.0, "diffaug": "",
+                          "r1_gamma": 0.0}
 
 
 def config_of(state: dict) -> TrainConfig:
     raw = dict(state["config"])
+    raw["model"] = dict(raw.get("model", {}))
     for key, value in _BEFORE_OPTION_EXISTED.items():
-        raw.setdefault(key, value)
+        section, _, name = key.rpartition(".")
+        (raw[section] if section else raw).setdefault(name, value)
     return TrainConfig.from_dict(raw)
 
 

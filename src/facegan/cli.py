@@ -176,7 +176,7 @@ def _add_train(subparsers) -> None:
     add("--compile", action="store_true", default=None, help=_help_with_default("torch.compile both networks", "compile"))
     add("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
         help=_help_with_default("BatchNorm in G and D, as in the paper", "model.batchnorm"))
-    add("--spectral-norm", action="store_true", default=None,
+    add("--spectral-norm", action=argparse.BooleanOptionalAction, default=None,
         help=_help_with_default("spectral normalisation on every D layer", "model.spectral_norm"))
     add("--minibatch-std", action=argparse.BooleanOptionalAction, default=None,
         help="D sees its features' std across the batch, a cue against mode collapse (default: on for "

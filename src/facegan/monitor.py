@@ -45,7 +45,7 @@ class Monitor:
         if row["loss_d"] < self.floor + 0.01:
             return self._once("d_wins", f"discriminator loss collapsed to its floor ({row['loss_d']:.3f}) at step "
                                         f"{row['step']}: D wins outright and G learns little; try --lr-d lower than "
-                                        f"--lr-g, --label-smoothing 0.9, or --dropout 0.3")
+                                        f"--lr-g, --real-label 0.9 (bce), or --dropout 0.3")
         return []
 
     def check_diversity(self, samples_msssim: float, reals_msssim: float, step: int) -> list[str]:
