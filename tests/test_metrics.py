@@ -197,6 +197,9 @@ def test_monitor_alerts():
     assert monitor.check_losses({**ok, "loss_d": floor + 0.001}) == []  # not repeated every window
     assert monitor.check_diversity(0.30, 0.25, 10) == []
     assert "losing diversity" in monitor.check_diversity(0.80, 0.25, 20)[0]
+    # hinge: G's loss is linear in D's output, a D at zero loss does not starve it
+    assert Monitor("hinge", 0.9).check_losses({**ok, "loss_d": 0.001}) == []
+    assert "collapsed" in Monitor("lsgan", 1.0).check_losses({**ok, "loss_d": 0.001})[0]
 
 
 def test_unknown_metric_is_a_clear_error():
