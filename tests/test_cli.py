@@ -169,4 +169,4 @@ def test_help_shows_config_defaults_and_registry_choices(capsys):
     assert run_cli("train", "--help") == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "{bce,lsgan,hinge}" in text and "{dcgan,mlp,image-noise}" in text and "32/64/128" in text
-    assert "GAN loss (default: bce)" in text and "(default: 0.5)" in text and "(default: 500)" in text
+    assert "GAN loss (default: hinge)" in text and "(default: 0.5)" in text and "(default: 500)" in text

@@ -48,7 +48,7 @@ def test_safetensors_export_runs_with_the_readme_snippet_alone(runs, tmp_path, r
     assert run_cli("export", runs / run_name, "--out", tmp_path / "generator.safetensors") == 0
     sidecar = json.loads((tmp_path / "generator.safetensors.json").read_text())
     assert sidecar["z_size"] == 16 and sidecar["image_size"] == 32 and sidecar["output_range"] == [-1.0, 1.0]
-    assert sidecar["training_steps"] == 4 and sidecar["facegan_version"] and sidecar["ema"] is False
+    assert sidecar["training_steps"] == 4 and sidecar["facegan_version"] and sidecar["ema"] is True  # on by default
     # The README's stand-alone code, run in a namespace with no facegan in it.
     monkeypatch.chdir(tmp_path)
     namespace = {}
