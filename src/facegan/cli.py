@@ -139,7 +139,8 @@ _TRAIN_GROUPS = {
                   "--batch-size", "--ema", "--ema-rampup"),
     "schedule": ("--epochs", "--max-steps", "--lr-decay", "--lr-decay-start", "--lr-decay-every", "--lr-decay-gamma"),
     "output": ("--preset", "--out", "--resume", "--config", "--log-every", "--num-samples", "--sample-every",
-               "--save-every-epochs", "--keep-checkpoints", "--checkpoint-every", "--checkpoint-minutes", "--tensorboard", "--no-progress"),
+               "--save-every-epochs", "--keep-checkpoints", "--checkpoint-every", "--checkpoint-minutes", "--tensorboard",
+               "--no-progress"),
     "evaluation": ("--eval-every", "--eval-metrics", "--eval-samples", "--inception-weights"),
     "system": ("--seed", "--device", "--amp", "--channels-last", "--compile", "--sync-bn"),
 }

@@ -30,8 +30,8 @@ OPTIMISERS = ("adam", "sgd")
 PRESETS = {
     # The paper's recipe as pytorch/examples/dcgan runs it: BCE with hard labels, Adam 2e-4/0.5, batch 128,
     # no spectral norm, no instance noise, no EMA, no augmentation, no flips.
-    "dcgan": {"loss": "bce", "model.spectral_norm": False, "real_label": 1.0, "instance_noise": 0.0, "lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5,
-              "beta2": 0.999, "batch_size": 128, "ema_kimg": 0.0, "augment": "", "diffaug": "", "data.flip": False,
+    "dcgan": {"loss": "bce", "model.spectral_norm": False, "real_label": 1.0, "instance_noise": 0.0, "lr_d": 2e-4,
+              "lr_g": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128, "ema_kimg": 0.0, "augment": "", "diffaug": "", "data.flip": False,
               "opt_d": "adam", "opt_g": "adam", "lr_decay": "none"},
 }
 LR_DECAYS = ("none", "linear", "cosine", "step")
