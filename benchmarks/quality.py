@@ -24,6 +24,7 @@ Wall time of one run on a 2-core CPU, two runs at a time with --threads 1: (a) 3
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -74,13 +75,11 @@ def config(setting: dict, recipe: dict, seed: int, quick: bool) -> TrainConfig:
     raw = TrainConfig(model=ModelConfig(image_size=setting["image_size"]),
                       data=DataConfig(num_images=20_000, max_images=setting["train_images"]), seed=seed).to_dict()
     cfg = TrainConfig.from_dict(apply_overrides(raw, recipe))
-    images = IMAGES_SEEN // (10 if quick else 1)
-    cfg.max_steps = images // cfg.batch_size
-    per_epoch = (setting["train_images"] or 20_000) // cfg.batch_size
-    cfg.epochs = math.ceil(cfg.max_steps / per_epoch)
-    if not setting["train_images"]:
-        cfg.keep_checkpoints = cfg.epochs  # every epoch's state, for the equal-wall-time column
-    return cfg
+    max_steps = IMAGES_SEEN // (10 if quick else 1) // cfg.batch_size
+    epochs = math.ceil(max_steps / ((setting["train_images"] or 20_000) // cfg.batch_size))
+    # Every epoch's state for the equal-wall-time column (not with (c)'s hundreds of tiny epochs).
+    keep = epochs if not setting["train_images"] else cfg.keep_checkpoints
+    return dataclasses.replace(cfg, max_steps=max_steps, epochs=epochs, keep_checkpoints=keep)
 
 
 def _started(run: Path) -> float:

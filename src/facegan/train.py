@@ -358,9 +358,10 @@ class Trainer:
                     break
                 if self.step_in_epoch == per_epoch:
                     self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                    if self.world.is_main and (self.epoch % save_every == 0 or self.epoch == cfg.epochs):
-                        self._save_progress(f"epoch-{self.epoch:04d}", end_of_epoch=True)
-                        saved_step = self.step
+                    if self.epoch % save_every == 0 or self.epoch == cfg.epochs:
+                        if self.world.is_main:
+                            self._save_progress(f"epoch-{self.epoch:04d}", end_of_epoch=True)
+                        saved_step = self.step  # on every rank: the early-stop branch below logs collectively
                     self.log(f"epoch {self.epoch}/{cfg.epochs} done at step {self.step}")
                 stop_now = distributed.any_rank(stop.requested, self.world, self.device)
                 if stop_now or (cfg.max_steps and self.step >= cfg.max_steps):
