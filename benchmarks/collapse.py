@@ -28,7 +28,7 @@ from facegan.images import save_grid, to_uint8
 from facegan.losses import make_loss
 from facegan.metrics.msssim import diversity
 from facegan.models import build_models
-from facegan.train import train_step
+from facegan.step import StepModules, train_step
 
 DEFAULTS = TrainConfig()
 
@@ -88,12 +88,13 @@ def main() -> None:
         generator.to(memory_format=memory_format)
         discriminator.to(memory_format=memory_format)
         adam = dict(lr=2e-4, betas=(0.5, 0.999), **adam_options(device))
-        opt_g, opt_d = torch.optim.Adam(generator.parameters(), **adam), torch.optim.Adam(discriminator.parameters(), **adam)
+        opt_g = torch.optim.Adam(generator.parameters(), **adam)
+        opt_d = torch.optim.Adam(discriminator.parameters(), **adam)
         loss, autocast = make_loss("bce", a.real_label), autocast_factory(device, a.amp == "bf16")
         noisy = NoisyInputs(discriminator, a.instance_noise, a.instance_noise_steps)
 
         def step(real, z):
-            return train_step(generator, noisy, opt_g, opt_d, loss, real, z, autocast)[1].item()
+            return train_step(StepModules(generator, noisy, opt_g, opt_d), loss, real, z, autocast=autocast)[1].item()
 
     losses, done, epoch, started = [], 0, 0, time.time()
     while done < a.steps:

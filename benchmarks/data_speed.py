@@ -27,9 +27,9 @@ from facegan.config import DataConfig
 from facegan.data.prepare import prepare
 from facegan.data.synthetic import render_faces
 
-# torch is imported inside bench_batches only: prepare's worker processes are spawned and
-# re-import this script, and torch would add seconds to each worker's start (the facegan CLI
-# likewise keeps torch out of its top-level imports).
+# prepare's worker processes are spawned and re-import this script. facegan.config imports torch
+# (through the loss registry), so each worker's start includes torch's import: about a second here,
+# paid once per worker, not per image.
 
 
 def make_celeba_like(folder: Path, count: int) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from facegan.config import PRESETS, DataConfig, ModelConfig, TrainConfig, apply_overrides
+from facegan.config import DataConfig, TrainConfig, resolve
 from facegan.data.prepare import prepare
 from facegan.generate import generate, load_generator
 from facegan.images import make_grid
@@ -49,7 +49,7 @@ SETTINGS = {"a": {"image_size": 32, "train_images": 0},
 V1 = {"loss": "bce", "model.spectral_norm": False, "ema_kimg": 0.0, "diffaug": "", "r1_gamma": 0.0,
       "batch_size": 64, "lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "beta2": 0.999, "model.minibatch_std": None}
 RECIPES = {
-    "textbook": dict(PRESETS["dcgan"]),
+    "textbook": {"preset": "dcgan"},
     "default": {},  # whatever `facegan train` does today
     "v1": V1,
     "v1+ema": {**V1, "ema_kimg": 10.0},
@@ -72,9 +72,11 @@ LABELS = {"textbook": "textbook (--preset dcgan)", "default": "facegan default"}
 
 
 def config(setting: dict, recipe: dict, seed: int, quick: bool) -> TrainConfig:
-    raw = TrainConfig(model=ModelConfig(image_size=setting["image_size"]),
-                      data=DataConfig(num_images=20_000, max_images=setting["train_images"]), seed=seed).to_dict()
-    cfg = TrainConfig.from_dict(apply_overrides(raw, recipe))
+    # Through config.resolve, as `facegan train` with these options would.
+    options = {"model.image_size": setting["image_size"], "data.num_images": 20_000,
+               "data.max_images": setting["train_images"], "seed": seed}
+    options.update({key: value for key, value in recipe.items() if key != "preset"})
+    cfg, _ = resolve(options, preset=recipe.get("preset"))
     max_steps = IMAGES_SEEN // (10 if quick else 1) // cfg.batch_size
     epochs = math.ceil(max_steps / ((setting["train_images"] or 20_000) // cfg.batch_size))
     # Every epoch's state for the equal-wall-time column (not with (c)'s hundreds of tiny epochs).

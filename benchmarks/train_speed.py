@@ -14,7 +14,7 @@ import torch
 
 from facegan import bench
 from facegan.config import ModelConfig
-from facegan.train import default_amp, resolve_device
+from facegan.device import default_amp, resolve_device
 
 
 def main():
@@ -41,8 +41,9 @@ def main():
                        channels_last=not args.no_channels_last, compile=args.compile, amp=bf16)
     switches = [name for name, on in (("channels_last", not args.no_channels_last), ("compile", args.compile),
                                       ("bf16 autocast", bf16), ("fp32", not bf16)) if on]
-    print(bench.report(result, f"{device.type} ({torch.get_num_threads()} threads), {args.image_size}x{args.image_size}, "
-                               f"batch {args.batch_size}, conv_dim {args.conv_dim}; facegan: {', '.join(switches) or 'plain'}"))
+    setup = (f"{device.type} ({torch.get_num_threads()} threads), {args.image_size}x{args.image_size}, "
+             f"batch {args.batch_size}, conv_dim {args.conv_dim}; facegan: {', '.join(switches) or 'plain'}")
+    print(bench.report(result, setup))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,19 @@ def tiny_train_config(**overrides):
     return TrainConfig(**{**base, **overrides})
 
 
+def killed_copy(run, dest, epoch: int = 1):
+    """A copy of a finished run as a kill right after `epoch` would have left it: last.pt, the snapshot
+    and every later epoch checkpoint deleted, so a resume that did nothing cannot pass a comparison
+    with the run that went straight through. Returns the epoch checkpoint to resume from."""
+    shutil.copytree(run, dest)
+    checkpoints = dest / "checkpoints"
+    for path in checkpoints.glob("*.pt"):
+        if path.name == "last.pt" or (path.name.startswith("epoch-") and int(path.stem[6:]) > epoch):
+            path.unlink()
+    (dest / "generator.pt").unlink(missing_ok=True)
+    return checkpoints / f"epoch-{epoch:04d}.pt"
+
+
 def closed_port() -> int:
     """A loopback port nobody listens on (bound, then closed at once): 'offline' without the network."""
     import socket

@@ -9,8 +9,9 @@ import time
 
 from PIL import Image
 
-from conftest import closed_port, write_image_folder
 from facegan.cli import main
+
+from conftest import closed_port, write_image_folder
 
 TINY = ["--conv-dim", "8", "--z-size", "16", "--num-images", "96", "--batch-size", "16", "--log-every", "2",
         "--num-samples", "4", "--no-progress"]
@@ -169,4 +170,4 @@ def test_help_shows_config_defaults_and_registry_choices(capsys):
     assert run_cli("train", "--help") == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "{bce,lsgan,hinge}" in text and "{dcgan,mlp,image-noise}" in text and "32/64/128" in text
-    assert "GAN loss (default: hinge)" in text and "(default: 0.5)" in text and "(default: 500)" in text
+    assert "(least squares) (default: hinge)" in text and "(default: 0.5)" in text and "(default: 500)" in text

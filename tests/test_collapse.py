@@ -1,6 +1,6 @@
 """Regression test for issue 15: at 64x64 the DCGAN must leave mode collapse early.
 
-Measured on the built-in faces at 64x64, conv_dim 16, batch 128, seed 1 (README, "Leaving mode
+Measured on the built-in faces at 64x64, conv_dim 16, batch 128, seed 1 (docs/findings.md, "Leaving mode
 collapse"): with issue 15's recipe (BCE, instance noise) this run gave sample MS-SSIM 0.592 / 0.228
 after epochs 1 / 2 (real faces 0.148); with --instance-noise 0 it stays at 0.963 / 0.955, and the
 textbook step is at 0.987 by step 300. With issue 12's defaults (hinge, spectral norm, EMA) it gives

@@ -12,6 +12,7 @@ from facegan.demo import make_server
 from facegan.generate import load_generator
 from facegan.train import train
 
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     cfg = TrainConfig(model=ModelConfig(conv_dim=8, z_size=16), data=DataConfig(num_images=64), batch_size=16,

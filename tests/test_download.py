@@ -9,11 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import closed_port, write_image_zip
 from facegan.config import DataConfig
 from facegan.data import download as dl
 from facegan.data.prepare import prepare
 from facegan.errors import FaceganError
+
+from conftest import closed_port, write_image_zip
 
 
 class Server:

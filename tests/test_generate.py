@@ -63,7 +63,8 @@ def test_walk_there_and_back_and_slerp_keeps_the_norm():
     keys = torch.randn(2, 512, generator=torch.Generator().manual_seed(0))
     there_and_back = latent_walk(keys, 6, loop=True)
     assert len(there_and_back) == 10 and torch.equal(there_and_back[7], there_and_back[3])
-    middle = lambda walk: walk[len(walk) // 2].norm() / keys[0].norm()
+    def middle(walk):
+        return walk[len(walk) // 2].norm() / keys[0].norm()
     assert middle(latent_walk(keys, 5, slerp=True)) > 0.97  # on the sphere, as Gaussian z are
     assert middle(latent_walk(keys, 5, slerp=False)) < 0.8  # lerp cuts the corner toward the mean
     with pytest.raises(FaceganError, match="at least 2 seeds"):
@@ -74,7 +75,8 @@ def test_truncation_pulls_latents_toward_the_mean(trained_run):
     z = latents([5, 6], 16)
     assert torch.allclose(latents([5, 6], 16, truncation=0.5), 0.5 * z)
     generator, _ = load_generator(trained_run / "generator.pt")
-    spread = lambda faces: faces.astype(float).std(axis=0).mean()
+    def spread(faces):
+        return faces.astype(float).std(axis=0).mean()
     seeds = list(range(16))
     assert spread(generate(generator, seeds, truncation=0.0)) == 0  # psi 0: every seed is the mean face
     assert spread(generate(generator, seeds, truncation=0.5)) < spread(generate(generator, seeds))

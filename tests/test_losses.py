@@ -17,7 +17,8 @@ def sigmoid(x):
 def test_bce_with_label_smoothing_matches_hand_computation():
     loss = make_loss("bce", real_label=0.9)
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
-    expected_d = (bce(sigmoid(2.0), 0.9) + bce(sigmoid(-1.0), 0.9)) / 2 + (bce(sigmoid(0.5), 0) + bce(sigmoid(-3.0), 0)) / 2
+    expected_d = ((bce(sigmoid(2.0), 0.9) + bce(sigmoid(-1.0), 0.9)) / 2
+                  + (bce(sigmoid(0.5), 0) + bce(sigmoid(-3.0), 0)) / 2)
     assert loss.d_loss(real, fake).item() == pytest.approx(expected_d, rel=1e-6)
     # The generator's target is 1 whatever the smoothing: smoothing is one-sided.
     expected_g = (bce(sigmoid(0.5), 1) + bce(sigmoid(-3.0), 1)) / 2

@@ -2,17 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import closed_port
 from facegan.config import DataConfig
 from facegan.data.prepare import prepare
 from facegan.data.synthetic import render_faces
 from facegan.errors import FaceganError
+from facegan.losses import make_loss
 from facegan.metrics import evaluate as ev
 from facegan.metrics.fid import fid, frechet_distance, kid, precision_recall
-from facegan.metrics.inception import FIDInceptionV3, WEIGHTS_NAME, load_inception, load_state_dict_strict
+from facegan.metrics.inception import WEIGHTS_NAME, FIDInceptionV3, load_inception, load_state_dict_strict
 from facegan.metrics.msssim import diversity, ms_ssim
 from facegan.metrics.swd import swd
-from facegan.monitor import Monitor, d_loss_floor
+from facegan.monitor import Monitor
+
+from conftest import closed_port
 
 
 def test_frechet_distance_matches_closed_form_for_gaussians():
@@ -187,8 +189,8 @@ def test_evaluate_caches_reference_statistics_per_dataset(tmp_path, monkeypatch,
 
 
 def test_monitor_alerts():
-    monitor = Monitor("bce", 0.9)
-    floor = d_loss_floor("bce", 0.9)
+    monitor = Monitor(make_loss("bce", 0.9))
+    floor = make_loss("bce", 0.9).d_loss_floor()
     assert floor == pytest.approx(0.325, abs=1e-3)
     ok = {"step": 1, "loss_d": 1.0, "loss_g": 1.0, "d_real": 0.6, "d_fake": 0.4}
     assert monitor.check_losses(ok) == []
@@ -198,8 +200,8 @@ def test_monitor_alerts():
     assert monitor.check_diversity(0.30, 0.25, 10) == []
     assert "losing diversity" in monitor.check_diversity(0.80, 0.25, 20)[0]
     # hinge: G's loss is linear in D's output, a D at zero loss does not starve it
-    assert Monitor("hinge", 0.9).check_losses({**ok, "loss_d": 0.001}) == []
-    assert "collapsed" in Monitor("lsgan", 1.0).check_losses({**ok, "loss_d": 0.001})[0]
+    assert Monitor(make_loss("hinge", 0.9)).check_losses({**ok, "loss_d": 0.001}) == []
+    assert "collapsed" in Monitor(make_loss("lsgan", 1.0)).check_losses({**ok, "loss_d": 0.001})[0]
 
 
 def test_unknown_metric_is_a_clear_error():

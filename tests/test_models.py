@@ -53,7 +53,7 @@ def test_batchnorm_placement_follows_the_paper():
 
 def test_spectral_norm_layers_keep_the_default_init_the_benchmark_measured():
     """Under spectral norm `weight` is computed from a stored original, which keeps PyTorch's
-    Kaiming-uniform init (|w| <= 1/sqrt(fan_in)); N(0, 0.02) there measured worse (README)."""
+    Kaiming-uniform init (|w| <= 1/sqrt(fan_in)); N(0, 0.02) there measured worse (docs/findings.md)."""
     torch.manual_seed(0)
     _, discriminator = build_models(ModelConfig(conv_dim=8))
     first = discriminator.features[0].conv.parametrizations.weight.original  # (8, 3, 4, 4): fan_in 48

@@ -6,7 +6,7 @@ REALS = 0.15
 
 
 def test_generator_that_never_leaves_collapse_is_reported_once_after_patience():
-    monitor = Monitor("bce", 0.9, collapse_patience=2)
+    monitor = Monitor(collapse_patience=2)
     assert monitor.check_diversity(0.97, REALS, 156) == []  # a fresh generator's samples are alike: no alarm yet
     assert monitor.check_diversity(0.51, REALS, 312) == []  # still in the band, but within the patience
     (message,) = monitor.check_diversity(0.98, REALS, 468)
@@ -15,7 +15,7 @@ def test_generator_that_never_leaves_collapse_is_reported_once_after_patience():
 
 
 def test_generator_that_leaves_collapse_in_time_raises_nothing():
-    monitor = Monitor("bce", 0.9, collapse_patience=2)
+    monitor = Monitor(collapse_patience=2)
     assert monitor.check_diversity(0.97, REALS, 156) == []
     assert monitor.check_diversity(0.51, REALS, 312) == []
     assert monitor.check_diversity(0.30, REALS, 468) == []
@@ -23,7 +23,7 @@ def test_generator_that_leaves_collapse_in_time_raises_nothing():
 
 
 def test_diversity_lost_after_it_existed_is_still_reported():
-    monitor = Monitor("bce", 0.9, collapse_patience=2)
+    monitor = Monitor(collapse_patience=2)
     assert monitor.check_diversity(0.25, REALS, 100) == []
     assert "losing diversity" in monitor.check_diversity(0.80, REALS, 200)[0]
     # ...and a collapsed generator that was once diverse gets no "never left" message later

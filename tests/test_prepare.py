@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import face_like, write_image_folder, write_image_zip
 from facegan.config import DataConfig
 from facegan.data.prepare import decode_image, prepare, summary
 from facegan.errors import FaceganError
+
+from conftest import face_like, write_image_folder, write_image_zip
 
 
 def test_folder_of_mixed_files_is_decoded_and_corrupt_ones_counted(tmp_path):
@@ -78,7 +79,8 @@ def test_decode_crops_centre_converts_modes_and_upscales(tmp_path):
 
 
 def test_jpeg_draft_decoding_matches_full_decoding_closely(tmp_path):
-    big = Image.fromarray(np.kron(np.random.default_rng(0).integers(0, 255, (11, 9, 3)), np.ones((20, 20, 1))).astype(np.uint8))
+    blocks = np.random.default_rng(0).integers(0, 255, (11, 9, 3))
+    big = Image.fromarray(np.kron(blocks, np.ones((20, 20, 1))).astype(np.uint8))
     big.save(tmp_path / "big.jpg", quality=95)  # 180x220, like CelebA
     fast = decode_image(str(tmp_path / "big.jpg"), 32, crop=178).astype(float)
     with Image.open(tmp_path / "big.jpg") as img:

@@ -1,19 +1,19 @@
 """Issue 12's mechanics: the EMA generator, --preset, spectral norm, R1, DiffAugment, and the defaults it chose."""
 
 import json
-import shutil
 
 import pytest
 import torch
 
 from facegan import checkpoints
-from conftest import tiny_train_config
 from facegan.cli import main
 from facegan.config import ModelConfig
 from facegan.ema import GeneratorEMA, ema_beta
 from facegan.generate import generate, load_generator
 from facegan.models import Generator
 from facegan.train import train
+
+from conftest import killed_copy, tiny_train_config
 
 QUIET = {"progress": False, "log": lambda *a: None}
 
@@ -51,8 +51,7 @@ def test_ema_is_in_checkpoints_resumes_exactly_and_generate_uses_it(tmp_path, ca
     assert "generator_ema" in state and "generator_ema" in snapshot
     assert not all(torch.equal(state["generator_ema"][k], v) for k, v in state["generator"].items())
     killed = tmp_path / "b" / straight.name  # killed after epoch 1, resumed from there
-    shutil.copytree(straight, killed)
-    epoch_one = killed / "checkpoints" / "epoch-0001.pt"
+    epoch_one = killed_copy(straight, killed)
     train(checkpoints.config_of(checkpoints.load(epoch_one)), resume_from=epoch_one, **QUIET)
     resumed = checkpoints.load(killed / "checkpoints" / "last.pt")
     assert all(torch.equal(v, resumed["generator_ema"][k]) for k, v in state["generator_ema"].items())
@@ -68,7 +67,8 @@ def test_preset_dcgan_is_the_textbook_under_explicit_options(tmp_path, capsys):
     assert main(common + ["--preset", "dcgan"]) == 0
     assert main(common + ["--preset", "dcgan", "--batch-size", "32", "--real-label", "0.9"]) == 0
     first, second = (json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/config.json")))
-    assert (first["batch_size"], first["real_label"], first["instance_noise"], first["ema_kimg"]) == (128, 1.0, 0.0, 0.0)
+    settings = (first["batch_size"], first["real_label"], first["instance_noise"], first["ema_kimg"])
+    assert settings == (128, 1.0, 0.0, 0.0)
     assert first["data"]["flip"] is False and first["lr_d"] == first["lr_g"] == 2e-4 and first["beta1"] == 0.5
     assert first["loss"] == "bce" and first["model"]["spectral_norm"] is False
     assert second["batch_size"] == 32 and second["real_label"] == 0.9 and second["instance_noise"] == 0.0
@@ -76,7 +76,7 @@ def test_preset_dcgan_is_the_textbook_under_explicit_options(tmp_path, capsys):
 
 
 def test_the_default_is_the_quality_benchmarks_winner_and_can_be_turned_off(tmp_path, capsys):
-    """README "Better faces": hinge loss, spectral norm on D and a 10-kimg EMA won benchmarks/quality.py."""
+    """docs/findings.md "Better faces": hinge loss, spectral norm on D and a 10-kimg EMA won benchmarks/quality.py."""
     common = ["train", "--num-images", "256", "--conv-dim", "4", "--max-steps", "1", "--no-progress",
               "--out", str(tmp_path)]
     assert main(common) == 0
@@ -121,8 +121,7 @@ def test_training_with_spectral_norm_and_lazy_r1_resumes_exactly(tmp_path):
     cfg = tiny(model=ModelConfig(conv_dim=8, z_size=16, spectral_norm=True), r1_gamma=1.0, r1_every=2)
     straight = train(cfg, out=tmp_path / "a", **QUIET)
     killed = tmp_path / "b" / straight.name
-    shutil.copytree(straight, killed)
-    epoch_one = killed / "checkpoints" / "epoch-0001.pt"
+    epoch_one = killed_copy(straight, killed)
     train(checkpoints.config_of(checkpoints.load(epoch_one)), resume_from=epoch_one, **QUIET)
     a, b = (checkpoints.load(run / "checkpoints" / "last.pt") for run in (straight, killed))
     assert all(torch.equal(v, b["discriminator"][k]) for k, v in a["discriminator"].items())
@@ -140,8 +139,8 @@ def test_diffaugment_is_differentiable_and_applied_to_real_and_fake_in_both_phas
     assert torch.allclose(halves[0], out[0::2]) and torch.allclose(halves[1], out[1::2])
 
     from facegan.losses import make_loss
-    from facegan.train import train_step
     from facegan.models import build_models
+    from facegan.step import DInput, StepModules, train_step
     seen = []
 
     def view(batch):
@@ -149,8 +148,8 @@ def test_diffaugment_is_differentiable_and_applied_to_real_and_fake_in_both_phas
         return batch * 0.5
     generator, discriminator = build_models(ModelConfig(conv_dim=4, z_size=8))
     opts = [torch.optim.Adam(n.parameters()) for n in (generator, discriminator)]
-    train_step(generator, discriminator, opts[0], opts[1], make_loss("bce"), torch.rand(4, 3, 32, 32) * 2 - 1,
-               torch.randn(4, 8), d_view=view)
+    train_step(StepModules(generator, discriminator, *opts), make_loss("bce"), torch.rand(4, 3, 32, 32) * 2 - 1,
+               torch.randn(4, 8), DInput(view=view))
     assert seen == [False, False, True]  # real and detached fake in the D phase, fake with G's graph in the G phase
     assert json.loads(train(tiny(diffaug="color,translation,cutout", epochs=1), out=tmp_path, **QUIET)
                       .joinpath("config.json").read_text())["diffaug"] == "color,translation,cutout"

@@ -148,7 +148,7 @@ def test_instance_noise_reaches_every_discriminator_input_and_fades(tmp_path):
     from torch import nn
 
     from facegan.losses import make_loss
-    from facegan.train import train_step
+    from facegan.step import DInput, StepModules, train_step
 
     seen = []
 
@@ -166,7 +166,8 @@ def test_instance_noise_reaches_every_discriminator_input_and_fades(tmp_path):
     real, z = torch.zeros(2, 3, 2, 2), torch.randn(2, 4)
     real_noise, fake_noise = torch.full_like(real, 0.5), torch.full_like(real, -0.25)
     opt = lambda m: torch.optim.SGD(m.parameters(), lr=0.0)  # noqa: E731  (weights stay put: inputs are comparable)
-    train_step(generator, d, opt(generator), opt(d), make_loss("bce"), real, z, input_noise=(real_noise, fake_noise))
+    train_step(StepModules(generator, d, opt(generator), opt(d)), make_loss("bce"), real, z,
+               DInput(real_noise=real_noise, fake_noise=fake_noise))
     fake = generator(z).detach()
     assert torch.equal(seen[0], real + 0.5)              # D step, reals
     assert torch.allclose(seen[1], fake - 0.25)          # D step, fakes

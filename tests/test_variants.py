@@ -3,7 +3,6 @@ variants, optimisers per network, learning-rate schedules, augmentations, sample
 --max-images; each in the saved config and exactly resumable."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -11,7 +10,6 @@ from torch import nn
 
 from facegan import checkpoints
 from facegan.augment import ROTATION_DEGREES, augment
-from conftest import tiny_train_config
 from facegan.cli import main
 from facegan.config import DataConfig, ModelConfig
 from facegan.errors import FaceganError
@@ -19,6 +17,8 @@ from facegan.generate import generate, load_generator
 from facegan.models import MinibatchStd, build_models
 from facegan.optim import lr_factor
 from facegan.train import train
+
+from conftest import killed_copy, tiny_train_config
 
 QUIET = {"progress": False, "log": lambda *a: None}
 
@@ -119,9 +119,8 @@ def test_options_are_saved_and_resume_is_bit_exact_with_all_of_them_on(tmp_path)
         "epoch-0001.png", "epoch-0002.png", "step-0000004.png", "step-0000008.png"]  # 12 is an epoch end
     # A run killed after epoch 1 and resumed from there (a copy of the run, resumed from epoch-0001.pt)
     killed = tmp_path / "b" / straight.name
-    shutil.copytree(straight, killed)
-    train(checkpoints.config_of(checkpoints.load(killed / "checkpoints" / "epoch-0001.pt")),
-          resume_from=killed / "checkpoints" / "epoch-0001.pt", **QUIET)
+    epoch_one = killed_copy(straight, killed)
+    train(checkpoints.config_of(checkpoints.load(epoch_one)), resume_from=epoch_one, **QUIET)
     a, b = (checkpoints.load(run / "checkpoints" / "last.pt") for run in (straight, killed))
     for key in ("generator", "discriminator"):
         assert all(torch.equal(t, b[key][name]) for name, t in a[key].items()), key

@@ -3,7 +3,7 @@
 Instance noise (Sonderby et al. 2016; Arjovsky & Bottou 2017): Gaussian noise on every image D sees,
 real and fake, whose std fades linearly to 0. While the two distributions overlap under the noise,
 D cannot separate them perfectly, so G keeps getting gradients that spread its samples apart; this
-is what gets a 64x64 DCGAN out of mode collapse early (README, "Leaving mode collapse").
+is what gets a 64x64 DCGAN out of mode collapse early (docs/findings.md, "Leaving mode collapse").
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ from torch import nn
 from .config import ModelConfig
 from .data.batches import BatchSource
 from .data.synthetic import render_faces
+from .device import adam_options, autocast_factory
 from .losses import make_loss
 from .models import build_models
-from .device import adam_options, autocast_factory
-from .train import train_step
+from .step import StepModules, train_step
 
 
 class TextbookDCGAN:
@@ -76,11 +76,12 @@ class FaceganStep:
         self.loss = make_loss("bce", 1.0)
         self.g_call, self.d_call = ((torch.compile(self.generator), torch.compile(self.discriminator))
                                     if compile else (self.generator, self.discriminator))
+        self.modules = StepModules(self.g_call, self.d_call, self.opt_g, self.opt_d)
         self.autocast = autocast_factory(device, amp)
         self.stats = None
 
     def step(self, real, noise):
-        stats = train_step(self.g_call, self.d_call, self.opt_g, self.opt_d, self.loss, real, noise, self.autocast)
+        stats = train_step(self.modules, self.loss, real, noise, autocast=self.autocast)
         self.stats = stats if self.stats is None else self.stats + stats  # accumulated, never synced per step
 
 
@@ -158,7 +159,7 @@ def run(cfg: ModelConfig, batch_size: int, device: torch.device, steps: int = 10
             textbook.step(ready[i % 4], torch.randn(batch_size, cfg.z_size, 1, 1, device=device))
 
     timings = {"textbook": [], "facegan": []}
-    for name, fn in (("textbook", textbook_steps), ("facegan", facegan_steps)):
+    for fn in (textbook_steps, facegan_steps):
         fn(warmup)  # also triggers torch.compile's compilation, which is excluded
     _sync(device)
     for repeat in range(repeats):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, with_old_defaults
 from .errors import FaceganError
 from .fileio import atomic_write
 
@@ -92,20 +92,12 @@ def load(path, map_location="cpu") -> dict:
     return state
 
 
-# Options added after checkpoints existed -> the value that reproduces how older checkpoints were
-# trained (a config file may leave an option out and get today's default; a checkpoint may not).
-# "model.x" is a key of the model section.
-_BEFORE_OPTION_EXISTED = {"instance_noise": 0.0, "model.spectral_norm": False, "ema_kimg": 0.0, "diffaug": "",
-                          "r1_gamma": 0.0}
-
-
 def config_of(state: dict) -> TrainConfig:
-    raw = dict(state["config"])
-    raw["model"] = dict(raw.get("model", {}))
-    for key, value in _BEFORE_OPTION_EXISTED.items():
-        section, _, name = key.rpartition(".")
-        (raw[section] if section else raw).setdefault(name, value)
-    return TrainConfig.from_dict(raw)
+    """The config a checkpoint was trained with; options it predates get the value they had then."""
+    if not isinstance(state["config"], dict):
+        raise FaceganError("the checkpoint's config is not a section of keys: the file is damaged or was "
+                           "edited; pass another checkpoint of the run (checkpoints/epoch-NNNN.pt)")
+    return TrainConfig.from_dict(with_old_defaults(state["config"]))
 
 
 def generator_snapshot(generator, cfg: TrainConfig, step: int, epoch: int, ema=None) -> dict:

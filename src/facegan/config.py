@@ -1,17 +1,21 @@
-"""Configuration dataclasses. The resolved TrainConfig is written to each run folder and stored in
-every checkpoint, so anything downstream (resume, generate, evaluate) needs only the checkpoint."""
+"""Configuration dataclasses, frozen, each option declared once on its field (options.py says what a
+declaration holds and what is generated from it), and `resolve`, the one place where presets and
+architecture recipes are applied: `facegan train`, study trials and the benchmarks all call it.
+
+The resolved TrainConfig is written to each run folder and stored in every checkpoint, so anything
+downstream (resume, generate, evaluate) needs only the checkpoint. Change one with dataclasses.replace."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FaceganError
 from .losses import LOSSES
-from .metrics.registry import BEST_CHECKPOINT_METRICS, parse_metrics
+from .metric_names import BEST_CHECKPOINT_METRICS, METRICS
+from .options import NOT_OLD, option, options_of, split_list, validate_declared
 
 # The one home of each list of choices: validation here, and argparse's choices= and help in cli.py.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 512
@@ -19,26 +23,25 @@ DCGAN_BASES = range(3, 8)         # a DCGAN's smallest feature map side: the ima
 ARCHS = ("dcgan", "mlp", "image-noise")  # DCGAN; fully connected baseline; image-shaped noise -> convs -> fc
 D_HEADS = ("conv", "linear")      # all-conv head (Radford et al.) or flatten -> fc (Udacity)
 AMP_MODES = ("auto", "bf16", "off")
-# Settings an architecture trains best with, applied by `facegan train --arch X` under any option the
-# user gives (README "The image-noise generator": measured, 20 epochs of the built-in faces).
+# Settings an architecture trains best with, applied by `resolve` under any option the user gives
+# (docs/findings.md "The image-noise generator": measured, 20 epochs of the built-in faces).
 ARCH_RECIPES = {
     "image-noise": {"lr_d": 1e-4,                  # D at half G's rate: with 2e-4 it won outright by epoch 15
                     "instance_noise_steps": 6240},  # noise fading over the whole default run, not 500 steps
 }
 OPTIMISERS = ("adam", "sgd")
-# Named sets of options (--preset), applied under whatever the user types: the one registry of recipes.
+# Named sets of options (--preset), applied by `resolve` under whatever the user types.
 PRESETS = {
     # The paper's recipe as pytorch/examples/dcgan runs it: BCE with hard labels, Adam 2e-4/0.5, batch 128,
     # no spectral norm, no instance noise, no EMA, no augmentation, no flips.
     "dcgan": {"loss": "bce", "model.spectral_norm": False, "real_label": 1.0, "instance_noise": 0.0, "lr_d": 2e-4,
-              "lr_g": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128, "ema_kimg": 0.0, "augment": "", "diffaug": "", "data.flip": False,
+              "lr_g": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128, "ema_kimg": 0.0, "augment": "",
+              "diffaug": "", "data.flip": False,
               "opt_d": "adam", "opt_g": "adam", "lr_decay": "none"},
 }
 LR_DECAYS = ("none", "linear", "cosine", "step")
 DIFFAUG_POLICIES = ("color", "translation", "cutout")  # DiffAugment (Zhao et al. 2020), ranges in augment.py
 AUGMENTATIONS = ("flip", "brightness", "contrast", "rotate", "translate")  # ranges in augment.py
-# Old configuration keys still read from config files and checkpoints -> their current names.
-RENAMED_KEYS = {"label_smoothing": "real_label"}
 
 
 def default_layers(image_size: int) -> int:
@@ -75,26 +78,36 @@ def check_image_size(image_size: int, arch: str = "dcgan") -> None:
                            f"two, halved by each strided layer): use {nearest}, or --arch mlp / image-noise")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    image_size: int = 32    # side of the square images: 32/64/128, any 3-7 x 2**k for dcgan (28, 48, 96), 16-512 else
-    z_size: int = 100       # length of the latent vector z (the DCGAN paper's 100); image-noise draws 3 x S x S
-    conv_dim: int = 32      # channels of D's first conv and G's last hidden layer; doubles per layer (Udacity: 32)
-    num_layers: int = 0     # strided (de)conv layers; 0 = down to the smallest map of side >= 3 (4x4 at 32/64)
-    g_conv_dim: int = 0     # G's width when it differs from D's; 0 = conv_dim (MLP: hidden width 8 x this)
-    d_conv_dim: int = 0     # D's width; 0 = conv_dim
-    g_layers: int = 0       # G's strided layers when they differ from D's; 0 = num_layers
-    d_layers: int = 0       # D's strided layers; 0 = num_layers
-    d_head: str = "conv"    # "conv": all-conv head as in Radford et al.; "linear": flatten -> fc (Udacity)
-    dropout: float = 0.0    # dropout after each D activation; 0 = off, as in the paper
-    batchnorm: bool = True  # BatchNorm in G and D as in the paper; off makes each image's output independent
-                            # of its batch (exact multi-process equivalence tests, ablations)
-    spectral_norm: bool = True   # spectral normalisation of every D layer (Miyato et al. 2018); the quality
-                                 # benchmark's winner with the hinge loss and EMA (README "Better faces")
-    minibatch_std: bool | None = None  # D sees the std of its features across the batch (Karras et al. 2018), a
-                                       # cue against collapse; None = on for image-noise, off otherwise
-    arch: str = "dcgan"     # "dcgan"; "mlp": the fully connected baseline (Goodfellow et al. 2014);
-                            # "image-noise": noise shaped like an image -> convs -> fc -> image (README)
+    image_size: int = option(32, "training resolution: 32/64/128, or for dcgan any side 3-7 x 2**k (28, 48, 96); "
+                             "mlp and image-noise 16-512", "model", metavar="PX", low=1)
+    z_size: int = option(100, "latent vector length (the DCGAN paper's 100); image-noise draws 3 x S x S",
+                         "model", low=1)
+    conv_dim: int = option(32, "channels of D's first conv and G's last hidden layer, doubling per layer "
+                           "(Udacity: 32)", "model", low=1)
+    num_layers: int = option(0, "strided (de)conv layers of G and D; 0 = down to the smallest map of side >= 3 "
+                             "(4x4 at 32/64, 7x7 at 28)", "model", metavar="N", low=0)
+    g_conv_dim: int = option(0, "G's width only (MLP: hidden width 8 x this); 0 = --conv-dim", "model",
+                             metavar="N", low=0)
+    d_conv_dim: int = option(0, "D's width only; 0 = --conv-dim", "model", metavar="N", low=0)
+    g_layers: int = option(0, "G's strided layers only; 0 = --num-layers", "model", metavar="N", low=0)
+    d_layers: int = option(0, "D's strided layers only; 0 = --num-layers", "model", metavar="N", low=0)
+    d_head: str = option("conv", "discriminator head: conv = all-conv as in Radford et al.; linear = flatten -> "
+                         "fc (Udacity)", "model", choices=D_HEADS)
+    dropout: float = option(0.0, "dropout after each D activation; 0 = off, as in the paper", "model",
+                            low=0, high=1, high_open=True)
+    batchnorm: bool = option(True, "BatchNorm in G and D, as in the paper; off makes each image's output "
+                             "independent of its batch (exact multi-process tests, ablations)", "model")
+    spectral_norm: bool = option(True, "spectral normalisation of every D layer (Miyato et al. 2018), which "
+                                 "keeps PyTorch's default init: the quality benchmark's winner with hinge and EMA",
+                                 "model", before=False)
+    minibatch_std: bool | None = option(None, "D sees its features' std across the batch (Karras et al. 2018), "
+                                        "a cue against mode collapse; default: on for image-noise, off otherwise",
+                                        "model")
+    arch: str = option("dcgan", "dcgan; mlp: the fully connected baseline (Goodfellow et al. 2014); image-noise: "
+                       "image-shaped noise -> convs -> fc, with --lr-d 1e-4 and --instance-noise-steps 6240 unless "
+                       "given (docs/findings.md)", "model", choices=ARCHS)
 
     @property
     def layers(self) -> int:
@@ -123,11 +136,8 @@ class ModelConfig:
         self.validate()  # a config is checked where it is made, so nothing downstream re-checks it
 
     def validate(self) -> None:
-        if self.arch not in ARCHS:
-            raise FaceganError(f"unknown architecture '{self.arch}': use one of {', '.join(ARCHS)}")
+        validate_declared(self)
         check_image_size(self.image_size, self.arch)
-        if min(self.conv_dim, self.z_size) < 1 or min(self.g_conv_dim, self.d_conv_dim) < 0:
-            raise FaceganError("--conv-dim and --z-size must be positive integers, --g/d-conv-dim 0 or more")
         layered = {"--num-layers": self.num_layers, "--g-layers": self.g_layers, "--d-layers": self.d_layers}
         if self.arch != "dcgan":
             given = [flag for flag, value in layered.items() if value]
@@ -137,149 +147,137 @@ class ModelConfig:
         else:
             most = most_layers(self.image_size)
             for flag, value in layered.items():
-                if value < 0 or value > most:
-                    raise FaceganError(f"{flag} {value} does not fit {self.image_size}x{self.image_size} images: use "
-                                       f"1 to {most} (0 picks {default_layers(self.image_size)})")
-        if self.d_head not in D_HEADS:
-            raise FaceganError(f"unknown discriminator head '{self.d_head}': use {' or '.join(D_HEADS)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise FaceganError(f"--dropout {self.dropout} is out of range: use a value in [0, 1)")
+                if value > most:
+                    raise FaceganError(f"{flag} {value} does not fit {self.image_size}x{self.image_size} images: "
+                                       f"use 1 to {most} (0 picks {default_layers(self.image_size)})")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
-    source: str = "faces"   # "faces" = the built-in renderer; otherwise a folder or .zip of images
-    num_images: int = 20000  # how many faces the built-in renderer draws (ignored for real data)
-    render_seed: int = 0    # which built-in face set; the same seed always draws the same faces
-    crop: int = 0           # centre crop side in source pixels before resizing; 0 = largest centred square
-    flip: bool = True       # random horizontal flips while training (faces are left-right symmetric)
-    max_images: int = 0     # train on the first N prepared images only; 0 = all
-    max_pixels: int = 50_000_000  # images with more pixels are skipped and counted, not decoded (a 12000x12000
-                                  # PNG is 420 KB on disk and 1.4 GB decoded); CelebA's are 39k pixels
+    source: str = option("faces", "folder or .zip of face images, or celeba / celeba-small after 'facegan data "
+                         "download'; 'faces' = the built-in renderer", "data", flag="--data", metavar="PATH")
+    num_images: int = option(20000, "how many faces the built-in renderer draws (ignored for real data)", "data",
+                             low=1)
+    render_seed: int = option(0, "which built-in face set; the same seed always draws the same faces", "data",
+                              low=0)
+    crop: int = option(0, "centre crop side in source pixels before resizing, e.g. CelebA 108/138/178; "
+                       "0 = largest centred square", "data", metavar="PX", low=0)
+    flip: bool = option(True, "random horizontal flips while training (faces are left-right symmetric)", "data")
+    max_images: int = option(0, "train on the first N prepared images only; 0 = all", "data", metavar="N", low=0)
+    max_pixels: int = option(50_000_000, "skip (and count) images with more pixels, undecoded (a 12000x12000 PNG "
+                             "is 420 KB on disk and 1.4 GB decoded; CelebA's are 39k)", "data", metavar="N", low=1)
+
+    def __post_init__(self):
+        validate_declared(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: str = "hinge"          # hinge, bce (non-saturating, the paper's) or lsgan (least squares)
-    real_label: float = 0.9      # D's target for real images: < 1 is one-sided label smoothing; 1.0 = off
-    lr_d: float = 2e-4           # discriminator Adam learning rate (DCGAN paper)
-    lr_g: float = 2e-4           # generator Adam learning rate; differ from lr_d for TTUR
-    instance_noise: float = 0.5  # std of Gaussian noise on D's real and fake inputs at step 0 (pixels in [-1, 1]); 0 = off
-    instance_noise_steps: int = 500  # steps over which that std falls linearly to 0 (README: "Leaving mode collapse")
-    beta1: float = 0.5           # Adam beta1; the paper's 0.5 steadies GAN training vs 0.9
-    beta2: float = 0.999         # Adam beta2
-    opt_d: str = "adam"          # D's optimiser: adam, or sgd (GAN hacks: SGD for D, Adam for G)
-    opt_g: str = "adam"          # G's optimiser: adam or sgd
-    momentum: float = 0.9        # SGD momentum (either network with sgd)
-    lr_decay: str = "none"       # learning-rate schedule of both networks: none, linear or cosine (to 0 at the
-                                 # last step, from lr_decay_start on), or step (x lr_decay_gamma every lr_decay_every)
-    lr_decay_start: int = 0      # linear/cosine: step at which the decay begins (constant before)
-    lr_decay_every: int = 0      # step: steps between decays (required for step)
-    lr_decay_gamma: float = 0.5  # step: factor applied at each decay
-    r1_gamma: float = 0.0        # R1 penalty weight on D's gradient at real images (Mescheder et al. 2018); 0 = off
-    r1_every: int = 16           # apply R1 lazily every N steps, scaled by N (StyleGAN2)
-    ema_kimg: float = 10.0       # half-life of the EMA of G's weights in thousands of images; 0 = off
-    ema_rampup: float = 0.05     # the half-life is at most this fraction of the images seen so far (0 = no ramp)
-    diffaug: str = ""            # DiffAugment policies on everything D sees: comma list of color,translation,cutout
-    augment: str = ""            # comma list from AUGMENTATIONS applied to real batches on the device ("flip" is
-                                 # data.flip, on by default); e.g. "brightness,contrast,rotate,translate"
-    batch_size: int = 64         # images per step per process; the global batch is this x world size
-    epochs: int = 20             # passes over the data set (20 x 20k faces: ~7 min on a 2-core CPU)
-    max_steps: int = 0           # stop after this many steps in total; 0 = run all epochs
-    seed: int = 0                # seeds weights, noise, shuffling and flips: same seed, same run
-    device: str = "auto"         # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
-    log_every: int = 50          # steps between metrics.jsonl lines (losses are synced only then)
-    keep_checkpoints: int = 3    # per-epoch checkpoints kept besides last.pt
-    checkpoint_every: int = 0    # steps between mid-epoch saves of last.pt; 0 = every checkpoint_minutes instead
-    checkpoint_minutes: float = 10.0  # with checkpoint_every 0: minutes of training between saves (a kill loses at most this)
-    num_samples: int = 64        # images in each fixed-noise progress grid
-    sample_every: int = 0        # also write a progress grid every N steps (samples/step-NNNNNNN.png); 0 = per epoch only
-    save_every_epochs: int = 0   # epochs between epoch-end saves (grid, epoch-NNNN.pt, loss plot); 0 = auto: every
-                                 # epoch, except runs of over 20 epochs shorter than SAVE_MIN_STEPS (see epochs_per_save)
-    channels_last: bool | None = None  # NHWC memory layout; None = on for cpu/cuda (measured faster)
-    amp: str = "auto"            # mixed precision: auto (bf16 on cuda and native-bf16 CPUs, else off), bf16, off
-    compile: bool = False        # torch.compile both networks (slow start; pays on long GPU runs)
-    sync_bn: bool = False        # multi-GPU: BatchNorm statistics over the global batch (CUDA only)
-    eval_every: int = 0          # steps between evaluations while training; 0 = off
-    eval_metrics: str = "swd"    # comma list; the first (swd, fid or kid) picks checkpoints/best.pt
-    eval_samples: int = 1000     # images per evaluation: fits a CPU; FID in papers uses 50,000
-    inception_weights: str = ""  # path of pt_inception-2015-12-05-6726825d.pth, for fid/kid/pr
-    tensorboard: bool = False    # also log losses, D outputs, images/s, evaluations and sample grids to RUN/tensorboard
+    loss: str = option("hinge", "GAN loss: hinge, bce (non-saturating, the paper's) or lsgan (least squares)",
+                       "loss", choices=tuple(LOSSES))
+    real_label: float = option(0.9, "D's target for real images (bce/lsgan): < 1 is one-sided label smoothing; "
+                               "1.0 = off", "loss", low=0, high=1, low_open=True, aliases=("label_smoothing",))
+    lr_d: float = option(2e-4, "discriminator learning rate (DCGAN paper)", "optimiser", low=0, low_open=True)
+    lr_g: float = option(2e-4, "generator learning rate; differ from --lr-d for TTUR", "optimiser",
+                         low=0, low_open=True)
+    instance_noise: float = option(0.5, "std of the Gaussian noise on D's real and fake inputs at step 0 (in [-1, 1] "
+                                   "pixel units); 0 = off", "loss", metavar="STD", low=0, high=2, before=0.0)
+    instance_noise_steps: int = option(500, "steps over which that noise fades linearly to 0", "loss",
+                                       metavar="N", low=0)
+    beta1: float = option(0.5, "Adam beta1; the paper's 0.5 steadies GAN training vs 0.9", "optimiser",
+                          low=0, high=1, high_open=True)
+    beta2: float = option(0.999, "Adam beta2", "optimiser", low=0, high=1, high_open=True)
+    opt_d: str = option("adam", "D's optimiser (GAN hacks: SGD for D, Adam for G)", "optimiser", choices=OPTIMISERS)
+    opt_g: str = option("adam", "G's optimiser", "optimiser", choices=OPTIMISERS)
+    momentum: float = option(0.9, "SGD momentum (either network with sgd)", "optimiser",
+                             low=0, high=1, high_open=True)
+    lr_decay: str = option("none", "learning-rate schedule of both networks: linear or cosine to 0 at the last "
+                           "step from --lr-decay-start, or step (x gamma every --lr-decay-every)", "schedule",
+                           choices=LR_DECAYS)
+    lr_decay_start: int = option(0, "linear/cosine: step where the decay begins", "schedule", metavar="STEP", low=0)
+    lr_decay_every: int = option(0, "step: steps between decays", "schedule", metavar="STEPS", low=0)
+    lr_decay_gamma: float = option(0.5, "step: factor applied at each decay", "schedule",
+                                   low=0, high=1, low_open=True)
+    r1_gamma: float = option(0.0, "R1 penalty weight on D's gradient at real images (Mescheder et al. 2018); "
+                             "0 = off", "loss", flag="--r1", metavar="GAMMA", low=0, before=0.0)
+    r1_every: int = option(16, "lazy R1: every N steps, scaled by N (StyleGAN2)", "loss", metavar="N", low=1)
+    ema_kimg: float = option(10.0, "half-life of a moving average of G's weights in thousands of images; samples, "
+                             "generate and export use it; 0 = off", "optimiser", flag="--ema", metavar="KIMG",
+                             low=0, before=0.0)
+    ema_rampup: float = option(0.05, "the EMA half-life is at most this fraction of the images seen (0 = no ramp)",
+                               "optimiser", low=0, high=1)
+    diffaug: str = option("", "DiffAugment on everything D sees, real and fake: comma list of "
+                          + ",".join(DIFFAUG_POLICIES), "data", metavar="LIST", items=DIFFAUG_POLICIES, before="")
+    augment: str = option("", "random changes of the real batches, small ranges: comma list from "
+                          + ",".join(AUGMENTATIONS) + " (flips are --flip)", "data", metavar="LIST",
+                          items=AUGMENTATIONS)
+    batch_size: int = option(64, "images per step per process; the global batch is this x world size",
+                             "optimiser", low=1)
+    epochs: int = option(20, "passes over the data (20 x 20k faces: ~7 min on a 2-core CPU)", "schedule",
+                         low=1, resumable=True)
+    max_steps: int = option(0, "stop after this many steps in total; 0 = run all epochs", "schedule",
+                            low=0, resumable=True)
+    seed: int = option(0, "seeds weights, noise, shuffling and flips: same seed, same run", "system", low=0)
+    device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps", "system",
+                         resumable=True, in_studies=False)
+    log_every: int = option(50, "steps between metrics.jsonl lines (losses are synced only then)", "output",
+                            low=1, resumable=True)
+    keep_checkpoints: int = option(3, "per-epoch checkpoints kept besides last.pt", "output", low=1, resumable=True)
+    checkpoint_every: int = option(0, "steps between mid-epoch saves of last.pt; 0 = every --checkpoint-minutes",
+                                   "output", metavar="STEPS", low=0, resumable=True)
+    checkpoint_minutes: float = option(10.0, "with --checkpoint-every 0: minutes of training between saves (a kill "
+                                       "loses at most this)", "output", metavar="MIN", low=0, low_open=True,
+                                       resumable=True)
+    num_samples: int = option(64, "images in each fixed-noise progress grid", "output", low=1)
+    sample_every: int = option(0, "also write a progress grid every N steps (samples/step-NNNNNNN.png); 0 = per "
+                               "epoch only", "output", metavar="STEPS", low=0, resumable=True)
+    save_every_epochs: int = option(0, "epochs between epoch-end saves (grid, epoch-NNNN.pt, loss plot); 0 = every "
+                                    "epoch, but every ~200 steps in long runs of tiny epochs", "output",
+                                    metavar="N", low=0, resumable=True)
+    channels_last: bool | None = option(None, "NHWC memory layout; default: on for cpu and cuda (measured faster)",
+                                        "system")
+    amp: str = option("auto", "mixed precision: auto = bf16 on cuda and native-bf16 CPUs, else off", "system",
+                      choices=AMP_MODES)
+    compile: bool = option(False, "torch.compile both networks (slow start; pays on long GPU runs)", "system",
+                           resumable=True, in_studies=False)
+    sync_bn: bool = option(False, "multi-GPU: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA)",
+                           "system")
+    eval_every: int = option(0, "steps between evaluations while training; 0 = off", "evaluation",
+                             low=0, resumable=True)
+    eval_metrics: str = option("swd", "comma list from " + ",".join(METRICS) + "; the first (swd, fid or kid) "
+                               "picks checkpoints/best.pt", "evaluation", items=tuple(METRICS), resumable=True)
+    eval_samples: int = option(1000, "images per evaluation: fits a CPU; FID in papers uses 50,000",
+                               "evaluation", low=2, resumable=True)
+    inception_weights: str = option("", "path of pt_inception-2015-12-05-6726825d.pth, for fid/kid/pr",
+                                    "evaluation", metavar="PTH", resumable=True)
+    tensorboard: bool = option(False, "also log losses, D outputs, images/s, evaluations and sample grids to "
+                               "RUN/tensorboard (pip install 'facegan[tensorboard]')", "output", resumable=True)
 
     def __post_init__(self):
         self.validate()  # model and data were checked when they were made
 
     def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise FaceganError(f"unknown loss '{self.loss}': use one of {', '.join(LOSSES)}")
-        if not 0.0 < self.real_label <= 1.0:
-            raise FaceganError(f"--real-label {self.real_label} is out of range: use (0, 1], 1.0 = off")
-        for name in ("lr_d", "lr_g"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise FaceganError(f"--{name.replace('_', '-')} {getattr(self, name)} must be a positive finite number")
-        if not 0.0 <= self.instance_noise <= 2.0 or self.instance_noise_steps < 0:
-            raise FaceganError(f"--instance-noise {self.instance_noise} must be in [0, 2] (a std in [-1, 1] pixel "
-                               f"units) and --instance-noise-steps 0 or more")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise FaceganError(f"--{name} must be in [0, 1)")
-        for name in ("batch_size", "epochs", "log_every", "num_samples", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise FaceganError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.checkpoint_every < 0 or not self.checkpoint_minutes > 0:
-            raise FaceganError("--checkpoint-every must be 0 (time-based) or positive, and --checkpoint-minutes positive")
-        if self.max_steps < 0:
-            raise FaceganError("--max-steps must be 0 (no limit) or positive")
-        if self.eval_every < 0 or self.eval_samples < 2:
-            raise FaceganError("--eval-every must be 0 (off) or positive, and --eval-samples at least 2")
-        if parse_metrics(self.eval_metrics)[0] not in BEST_CHECKPOINT_METRICS:
+        validate_declared(self)
+        if self.eval_metrics.split(",")[0].strip() not in BEST_CHECKPOINT_METRICS:
             raise FaceganError(f"--eval-metrics must start with {', '.join(BEST_CHECKPOINT_METRICS)} "
-                               f"(the metric best.pt follows), "
-                               f"not '{self.eval_metrics.split(',')[0]}'")
-        if self.amp not in AMP_MODES:
-            raise FaceganError(f"unknown --amp '{self.amp}': use {', '.join(AMP_MODES)}")
-        if self.data.num_images < 1:
-            raise FaceganError("--num-images must be at least 1")
-        if self.data.max_pixels < 1:
-            raise FaceganError("--max-pixels must be at least 1")
-        if self.r1_gamma < 0 or self.r1_every < 1:
-            raise FaceganError("--r1 must be 0 (off) or positive, --r1-every at least 1")
-        if self.ema_kimg < 0 or not 0 <= self.ema_rampup <= 1:
-            raise FaceganError("--ema must be 0 (off) or a half-life in thousands of images, --ema-rampup in [0, 1]")
-        if self.data.max_images < 0 or self.sample_every < 0 or self.save_every_epochs < 0:
-            raise FaceganError("--max-images, --sample-every and --save-every-epochs must be 0 (off/auto) or positive")
-        for name in ("opt_d", "opt_g"):
-            if getattr(self, name) not in OPTIMISERS:
-                raise FaceganError(f"unknown --{name.replace('_', '-')} '{getattr(self, name)}': use {' or '.join(OPTIMISERS)}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise FaceganError(f"--momentum {self.momentum} is out of range: use [0, 1)")
-        if self.lr_decay not in LR_DECAYS:
-            raise FaceganError(f"unknown --lr-decay '{self.lr_decay}': use one of {', '.join(LR_DECAYS)}")
-        if self.lr_decay_start < 0 or self.lr_decay_every < 0 or not 0.0 < self.lr_decay_gamma <= 1.0:
-            raise FaceganError("--lr-decay-start and --lr-decay-every must be 0 or more, --lr-decay-gamma in (0, 1]")
+                               f"(the metric best.pt follows), not '{self.eval_metrics.split(',')[0]}'")
         if self.lr_decay == "step" and self.lr_decay_every < 1:
             raise FaceganError("--lr-decay step needs --lr-decay-every N (steps between decays)")
         if self.lr_decay not in ("linear", "cosine") and self.lr_decay_start:
             raise FaceganError("--lr-decay-start applies to --lr-decay linear or cosine: drop it or pick one of those")
-        odd = [p for p in self.diffaug_policies if p not in DIFFAUG_POLICIES]
-        if odd:
-            raise FaceganError(f"unknown --diffaug '{odd[0]}': use a comma list from {', '.join(DIFFAUG_POLICIES)}")
-        unknown = [name for name in self.augmentations if name not in AUGMENTATIONS]
-        if unknown:
-            raise FaceganError(f"unknown --augment '{unknown[0]}': use a comma list from {', '.join(AUGMENTATIONS)}")
         if "flip" in self.augmentations and not self.data.flip:
             raise FaceganError("--augment flip and --no-flip contradict each other: drop one")
 
     @property
     def diffaug_policies(self) -> list[str]:
-        return [name.strip() for name in self.diffaug.split(",") if name.strip()]
+        return split_list(self.diffaug)
 
     @property
     def augmentations(self) -> list[str]:
         """--augment as a list, without empty entries."""
-        return [name.strip() for name in self.augment.split(",") if name.strip()]
+        return split_list(self.augment)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -297,6 +295,15 @@ class TrainConfig:
             raise FaceganError(f"bad configuration: {exc}") from None
 
 
+# --- what the declarations generate -----------------------------------------------------------
+OPTIONS = options_of(TrainConfig)  # every train option, in declaration order, with its dotted key
+OPTION_BY_KEY = {declared.key: declared for declared in OPTIONS}
+RESUMABLE_KEYS = frozenset(declared.key for declared in OPTIONS if declared.resumable)
+# Old configuration keys still read from config files and checkpoints -> their current names.
+RENAMED_KEYS = {alias: declared.key for declared in OPTIONS if "." not in declared.key
+                for alias in declared.aliases}
+# Options that set several keys at once; the specific keys win where both are given.
+SHORTHANDS = {"lr": (("lr_d", "lr_g"), "learning rate for both D and G (--lr-d/--lr-g win)", "optimiser")}
 # A field's annotation -> (does a JSON value fit it, how to say what fits). Config files are JSON, so
 # a float field takes whole numbers too; bool is an int in Python but never a number here.
 _JSON_TYPES = {
@@ -341,14 +348,6 @@ def load_config_file(path) -> dict:
         raise FaceganError(f"config file {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
-# What may change when a run is resumed: the schedule and where it runs. Everything else shapes
-# the model, the data or the optimisation, and changing it would not be the same run.
-RESUMABLE_KEYS = {"epochs", "max_steps", "device", "log_every", "keep_checkpoints", "checkpoint_every",
-                  "checkpoint_minutes", "compile", "eval_every",
-                  "eval_metrics", "eval_samples", "inception_weights", "tensorboard", "sample_every",
-                  "save_every_epochs"}
-
-
 def apply_overrides(raw: dict, overrides: dict) -> dict:
     """Nested config dict with dotted-key overrides applied, e.g. {"model.image_size": 64}."""
     merged = json.loads(json.dumps(raw))
@@ -369,7 +368,61 @@ def resume_config(saved: TrainConfig, overrides: dict) -> TrainConfig:
         for part in dotted.split("."):
             current = current.get(part) if isinstance(current, dict) else None
         if dotted not in RESUMABLE_KEYS and current != value:
-            flag = "--" + dotted.split(".")[-1].replace("_", "-")
+            flag = OPTION_BY_KEY[dotted].long_flag if dotted in OPTION_BY_KEY else dotted
             raise FaceganError(f"cannot resume with {flag} {value}: the checkpoint was trained with {current}; "
                                f"drop {flag}, or start a new run without --resume")
     return TrainConfig.from_dict(apply_overrides(saved_raw, overrides))
+
+
+def with_old_defaults(raw: dict) -> dict:
+    """A checkpoint's config dict with every option it predates set to the value it was trained with
+    (a config file may leave an option out and get today's default; a checkpoint may not)."""
+    raw = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    for declared in OPTIONS:
+        if declared.before is not NOT_OLD:
+            section, _, name = declared.key.rpartition(".")
+            target = raw.setdefault(section, {}) if section else raw
+            if isinstance(target, dict):
+                target.setdefault(name, declared.before)
+    return raw
+
+
+def resolve(options: dict, preset: str | None = None, base: dict | None = None) -> tuple[TrainConfig, dict]:
+    """The config a run trains with, and the recipe settings that were applied to it.
+
+    `options` are what the user gave (dotted keys; shorthands such as "lr" allowed), `preset` a name in
+    PRESETS, `base` a config file's nested dict (None = the defaults). Each preset and the architecture's
+    measured recipe (ARCH_RECIPES) sit under the options; an architecture's recipe is not applied over
+    a config file, which holds a resolved config already."""
+    options = expand_shorthands(options)
+    if preset is not None and preset not in PRESETS:
+        raise FaceganError(f"unknown preset '{preset}': use one of {', '.join(PRESETS)}")
+    recipe = dict(ARCH_RECIPES.get(options.get("model.arch"), {})) if base is None else {}
+    recipe.update(PRESETS.get(preset, {}))
+    recipe = {key: value for key, value in recipe.items() if key not in options}
+    raw = base if base is not None else TrainConfig().to_dict()
+    return TrainConfig.from_dict(apply_overrides(raw, {**recipe, **options})), recipe
+
+
+def expand_shorthands(options: dict) -> dict:
+    """{"lr": x} -> {"lr_d": x, "lr_g": x}, under any lr_d/lr_g also given."""
+    expanded = {}
+    for name, value in options.items():
+        if name in SHORTHANDS:
+            expanded.update({key: value for key in SHORTHANDS[name][0] if key not in options})
+        else:
+            expanded[name] = value
+    return expanded
+
+
+def getattr_dotted(config, key: str):
+    """config's value at a dotted key such as 'model.conv_dim'."""
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def study_option_keys() -> dict[str, str]:
+    """Option name in a study spec (field name, flag name or old name, underscores) -> dotted key."""
+    names = {name: d.key for d in OPTIONS if d.in_studies for name in d.names}
+    return {**names, **{name: name for name in SHORTHANDS}}

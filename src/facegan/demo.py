@@ -140,3 +140,21 @@ def make_server(generator, info: dict, host: str = "127.0.0.1", port: int = 7860
                            f"(or --port 0 for any free one)") from None
     server.daemon_threads = True
     return server
+
+
+def serve_checkpoint(checkpoint, host: str, port: int, device, ema: bool = True, log=print) -> None:
+    """Serve the demo page for the generator in `checkpoint` until Ctrl-C."""
+    from . import checkpoints
+    from .generate import generator_from_state, generator_weights
+    from .runs import run_of
+
+    state = checkpoints.load(checkpoint)
+    generator, cfg = generator_from_state(state, device, ema=ema)
+    info = {"run": run_of(checkpoint).path.name, "image_size": cfg.model.image_size, "z_size": cfg.model.noise_size,
+            "steps": state.get("step"), "ema": generator_weights(state, ema=ema)[1]}
+    server = make_server(generator, info, host, port, device)
+    log(f"facegan demo of {checkpoint} at http://{host}:{server.server_port}/ (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

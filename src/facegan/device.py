@@ -25,7 +25,7 @@ def resolve_device(name: str) -> torch.device:
         raise FaceganError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FaceganError(f"device '{name}' asked for, but this PyTorch sees no CUDA GPU: use --device cpu, "
-                           f"or install a CUDA build of torch (see README)")
+                           f"or install a CUDA build of torch (see README.md)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise FaceganError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     if device.type == "mps" and not _mps_available():
@@ -39,7 +39,7 @@ def default_amp(device: torch.device) -> str:
     """bf16 where the hardware does it natively (CUDA; CPUs with AVX-512 BF16), else fp32.
 
     On this project's 2-core AVX-512 BF16 CPU, bf16 autocast trained the default model to the same
-    SWD as fp32 in 0.63x the time (README, Speed); on CPUs without native bf16 it would be slower."""
+    SWD as fp32 in 0.63x the time (docs/benchmarks.md); on CPUs without native bf16 it would be slower."""
     if device.type == "cuda":
         return "bf16"
     native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()

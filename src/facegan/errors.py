@@ -3,3 +3,7 @@
 
 class FaceganError(Exception):
     """A problem with the user's input or environment; the CLI prints it as one line and exits 2."""
+
+
+class TrainingDiverged(FaceganError):
+    """The losses became NaN or infinite; the run's checkpoints hold the last good state."""

@@ -2,7 +2,7 @@
 (FILE.json: z size, image size, output range, facegan version, training steps).
 
 safetensors holds only tensors; the sidecar's "graph" lists the layers in order, so about a dozen lines
-of plain torch rebuild the generator with no facegan installed (README "Export" shows them, and a
+of plain torch rebuild the generator with no facegan installed (docs/reference.md "Export" shows them, and a
 test runs that very snippet). ONNX uses torch's exporter with a dynamic batch axis; TorchScript is traced.
 """
 
@@ -84,27 +84,6 @@ def layer_graph(generator: nn.Module) -> list[list]:
     return ops
 
 
-def run_graph(graph: list[list], weights: dict, z: torch.Tensor) -> torch.Tensor:
-    """Execute layer_graph's ops on plain tensors: what the README's stand-alone snippet does."""
-    import torch.nn.functional as F
-
-    x = z
-    for op, *args in graph:
-        if op == "reshape":
-            x = x.reshape(len(x), *args[0])
-        elif op == "linear":
-            x = F.linear(x, weights[args[0] + ".weight"], weights.get(args[0] + ".bias"))
-        elif op == "conv_transpose":
-            x = F.conv_transpose2d(x, weights[args[0] + ".weight"], weights.get(args[0] + ".bias"), args[1], args[2])
-        elif op == "batch_norm":
-            n = args[0]
-            x = F.batch_norm(x, weights[n + ".running_mean"], weights[n + ".running_var"], weights[n + ".weight"],
-                             weights[n + ".bias"], eps=args[1])
-        else:
-            x = getattr(torch, op)(x)  # relu, tanh
-    return x
-
-
 def _write_safetensors(generator: nn.Module, sidecar: dict, out: Path) -> None:
     from safetensors.torch import save
 
@@ -141,9 +120,14 @@ def _write_torchscript(generator: nn.Module, sidecar: dict, out: Path) -> None:
 _WRITERS = {"safetensors": _write_safetensors, "onnx": _write_onnx, "torchscript": _write_torchscript}
 
 
-def export(checkpoint, fmt: str, out, ema: bool = True) -> tuple[Path, Path]:
+def export(checkpoint, fmt: str | None = None, out=None, ema: bool = True) -> tuple[Path, Path]:
     """Write the checkpoint's generator (the EMA one when present and `ema`) as `fmt` to `out`, and
-    its sidecar beside it. Returns (file, sidecar)."""
+    its sidecar beside it. Returns (file, sidecar). `fmt` defaults to out's ending, else safetensors;
+    `out` to RUN/export/generator.<format ending>."""
+    fmt = fmt or (format_from_path(out) if out else "safetensors")
+    if out is None:
+        from .runs import run_of
+        out = run_of(checkpoint).path / "export" / f"generator{FORMATS[fmt][0]}"
     if fmt not in FORMATS:
         raise FaceganError(f"unknown export format '{fmt}': use one of {', '.join(FORMATS)}")
     _require(FORMATS[fmt][1], fmt)
@@ -155,7 +139,8 @@ def export(checkpoint, fmt: str, out, ema: bool = True) -> tuple[Path, Path]:
     sidecar = {
         "format": EXPORT_FORMAT, "export": fmt, "file": out.name, "facegan_version": __version__,
         "arch": cfg.model.arch, "z_size": cfg.model.noise_size, "image_size": cfg.model.image_size,
-        "input": "z: float32 (N, z_size), drawn from N(0, 1)" + (" (image-shaped noise, flattened 3 x S x S)" if cfg.model.arch == "image-noise" else ""),
+        "input": "z: float32 (N, z_size), drawn from N(0, 1)"
+                 + (" (image-shaped noise, flattened 3 x S x S)" if cfg.model.arch == "image-noise" else ""),
         "output": "images: float32 (N, 3, image_size, image_size), RGB, channels first",
         "output_range": [-1.0, 1.0], "to_uint8": "round((x + 1) * 127.5)",
         "ema": generator_weights(state, ema)[1],

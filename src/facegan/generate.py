@@ -113,3 +113,40 @@ def write_per_seed(images: np.ndarray, seeds, outdir, extension: str = "png") ->
     """One file per seed, named seed0042.png (or .jpg, .webp)."""
     outdir = Path(outdir)
     return [save_image(image, outdir / f"seed{seed:04d}.{extension}") for image, seed in zip(images, seeds)]
+
+
+def write_interpolation(generator, seeds, out: Path, device="cpu", frames: int | None = None, slerp: bool = False,
+                        loop: bool = False, truncation: float = 1.0, batch_size: int = 64, fps: float = 12.0,
+                        log=print) -> Path:
+    """Faces on the way through `seeds`' latents: a strip (.png/.jpg, one row per leg) or, for a .gif or
+    .webp file, an animation (`loop`: there and back). `frames` per leg: 8 in a strip, 24 animated."""
+    from .images import ANIMATION_FORMATS, save_animation, save_grid
+
+    out = Path(out)
+    animated = out.suffix.lower() in ANIMATION_FORMATS
+    frames = frames or (24 if animated else 8)
+    images = interpolate(generator, seeds, frames, device, slerp=slerp, loop=loop and animated,
+                         truncation=truncation, batch_size=batch_size)
+    through = ",".join(map(str, seeds))
+    if animated:
+        save_animation(images, out, fps=fps, upscale=max(1, 128 // images.shape[1]))
+        log(f"wrote a {len(images)}-frame animation through seeds {through} to {out}")
+    else:
+        if loop:
+            log("note: --loop applies to animations (.gif, .webp); the strip shows the way there")
+        save_grid(images, out, columns=frames if len(seeds) == 2 else len(images))
+        log(f"wrote {len(images)} faces through seeds {through} to {out}")
+    return out
+
+
+def write_faces(images: np.ndarray, seeds, grid_path: Path, outdir=None, extension: str = "png",
+                log=print) -> None:
+    """`facegan generate`'s output: one file per seed in `outdir` when given, else a grid at `grid_path`."""
+    from .images import save_grid
+
+    if outdir:
+        paths = write_per_seed(images, seeds, outdir, extension=extension)
+        log(f"wrote {len(paths)} images to {outdir} ({paths[0].name} ...)")
+    else:
+        save_grid(images, grid_path)
+        log(f"wrote a grid of {len(images)} faces to {grid_path}")

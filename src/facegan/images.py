@@ -11,7 +11,7 @@ from PIL import Image
 
 from .errors import FaceganError
 from .fileio import atomic_write
-from .metrics.registry import RESULT_TITLES
+from .metric_names import RESULT_TITLES
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -31,7 +31,3 @@ class StopRequest:
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()

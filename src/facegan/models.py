@@ -84,7 +84,7 @@ class Generator(nn.Module):
         channels = top
         for _ in range(cfg.g_depth - 1):
             blocks.append(_up_block(
-                nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=not cfg.batchnorm),  # (N, channels/2, 2x side)
+                nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=not cfg.batchnorm),  # (N, channels/2, 2x)
                 channels // 2, cfg.batchnorm))
             channels //= 2
         self.upsample = nn.Sequential(*blocks)  # (N, C, S/2, S/2)
@@ -141,7 +141,7 @@ class ImageNoiseGenerator(nn.Module):
 
     The variant a face-generation write-up tried. Its input is noise (N, 3, S, S), drawn flat as
     (N, 3*S*S) like any z, so seeds and latent walks work the same. A 1x1 convolution narrows the
-    conv features to about z_size numbers before the fully connected layer (README, "image-noise"):
+    conv features to about z_size numbers before the fully connected layer (docs/findings.md, "image-noise"):
     without it the layer sees thousands of independent random features, and G can learn only the
     mean face from them (what the write-up's 26M-parameter G did: one face, or pixel noise)."""
 
@@ -175,7 +175,7 @@ class ImageNoiseDiscriminator(nn.Module):
         width, side = cfg.d_width, cfg.image_size // 8
         blocks = [_conv_block(3, width, False, nn.LeakyReLU(0.2, inplace=True)),            # (N, C, S/2, S/2)
                   _conv_block(width, 2 * width, cfg.batchnorm, nn.LeakyReLU(0.2, inplace=True)),  # (N, 2C, S/4, S/4)
-                  _conv_block(2 * width, 4 * width, cfg.batchnorm, nn.LeakyReLU(0.2, inplace=True))]  # (N, 4C, S/8, S/8)
+                  _conv_block(2 * width, 4 * width, cfg.batchnorm, nn.LeakyReLU(0.2, inplace=True))]  # (N, 4C, S/8)²
         channels = 4 * width
         if cfg.use_minibatch_std:
             blocks.append(MinibatchStd())                                          # (N, 4C+1, S/8, S/8)
@@ -234,7 +234,7 @@ def init_weights(module: nn.Module) -> None:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             if parametrize.is_parametrized(m, "weight"):
                 # Spectral-normalised layers (D's default) keep PyTorch's Kaiming-uniform init: N(0, 0.02)
-                # under spectral norm measured worse (README "Better faces"). The same numbers are still
+                # under spectral norm measured worse (docs/findings.md "Better faces"). The same numbers are still
                 # drawn, so a seed gives the runs the quality benchmark measured.
                 nn.init.normal_(torch.empty_like(m.weight), 0.0, 0.02)
             else:

@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import math
 
-
-def d_loss_floor(loss: str, real_label: float) -> float | None:
-    """The lowest D loss a perfect discriminator reaches (label smoothing lifts it above 0 for BCE);
-    None for hinge, where a D at zero loss is no alarm: G's hinge loss is linear in D's output, so G
-    keeps its full gradient (the 64-px quality run that reached D loss 0.009 drew the benchmark's best
-    faces, README "Better faces")."""
-    if loss == "hinge":
-        return None
-    if loss == "bce" and real_label < 1.0:
-        return -(real_label * math.log(real_label) + (1 - real_label) * math.log(1 - real_label))
-    return 0.0
-
-
 # Samples whose MS-SSIM is this far above the real faces' are "far more alike than real faces".
 COLLAPSE_MARGIN = 0.2
-# What to try when the generator never leaves collapse (see README, "Mode collapse").
+# What to try when the generator never leaves collapse (docs/findings.md, "Leaving mode collapse").
 COLLAPSE_REMEDIES = ("more instance noise for longer (--instance-noise 0.8 --instance-noise-steps 2000), "
                      "or a lower --lr-d than --lr-g")
 
 
 class Monitor:
-    def __init__(self, loss: str, real_label: float, repeat_after: int = 10, collapse_patience: int = 2):
-        self.floor = d_loss_floor(loss, real_label)
+    def __init__(self, loss=None, repeat_after: int = 10, collapse_patience: int = 2, diversity=None):
+        # `loss` is the run's losses.GANLoss: it knows where its D "wins outright" (None: no such alert);
+        # `diversity(images, pairs)` is the MS-SSIM measure that check_samples uses (metrics/msssim.py)
+        self.floor = loss.d_loss_floor() if loss is not None else None
+        self.diversity = diversity
         self.repeat_after = repeat_after  # log windows before the same alert is raised again
         self.collapse_patience = collapse_patience  # diversity checks in collapse from the start before an alert
         self._quiet_until: dict[str, int] = {}
@@ -35,6 +25,23 @@ class Monitor:
         self.previous_diversity: float | None = None
         self._checks_in_collapse = 0  # consecutive diversity checks in the collapse band, from the start
         self._ever_diverse = False
+        self.reals_diversity: float | None = None  # MS-SSIM among real faces: the collapse check's yardstick
+
+    def check_samples(self, samples, first_reals, step: int) -> tuple[dict | None, list[str]]:
+        """(metrics row, alerts) of the diversity of a progress grid's samples, uint8 (N, S, S, 3),
+        against that of real faces (`first_reals()`, asked once). Diversity needs two samples and two
+        real faces to compare (a one-image data set has one): with fewer, nothing is checked."""
+        diversity = self.diversity
+        if diversity is None or len(samples) < 2:
+            return None, []
+        if self.reals_diversity is None:
+            reals = first_reals()
+            if len(reals) < 2:
+                return None, []
+            self.reals_diversity = diversity(reals, pairs=256)
+        value = diversity(samples, pairs=256)
+        row = {"step": step, "samples_msssim": round(value, 4), "reals_msssim": round(self.reals_diversity, 4)}
+        return row, self.check_diversity(value, self.reals_diversity, step)
 
     def _once(self, kind: str, message: str) -> list[str]:
         if self._window < self._quiet_until.get(kind, 0):

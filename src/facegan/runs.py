@@ -24,7 +24,7 @@ from pathlib import Path
 from . import checkpoints, distributed
 from .errors import FaceganError
 from .fileio import no_space_error, temp_path, write_text_atomic
-from .metrics.registry import RESULT_TITLES
+from .metric_names import RESULT_TITLES
 
 _RUN_NAME = re.compile(r"^(\d{5})-")
 _TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)(\.[a-z]+)?$")  # fileio.temp_path's names
@@ -353,3 +353,36 @@ def run_for_training(name: str, out, resume_from, world: distributed.World, run_
         return Path(run_dir)
     path = str(new_run(out, name).path) if world.is_main else None
     return Path(distributed.from_rank0(path, world))
+
+
+def resume_point(resume: str, out, options: dict, log=print):
+    """(config, checkpoint, state) to continue the run `resume` names (see resolve_checkpoint), with the
+    options that may change on resume applied; any other option is a clear error."""
+    from .config import resume_config
+
+    checkpoint = resolve_checkpoint(resume, out, log=log)
+    state = checkpoints.load(checkpoint)
+    log(f"resuming from {checkpoint}")
+    return resume_config(checkpoints.config_of(state), options), checkpoint, state
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"
+
+
+def runs_table(rows: list[dict]) -> str:
+    """describe_runs' rows as the aligned table `facegan runs` prints."""
+    import time
+
+    table = [("ID", "DATA", "SIZE", "STEPS", "EPOCHS", "LAST EVAL", "MODIFIED", "STATE")]
+    for r in rows:
+        state = "training" if r["writing"] else ("done" if r["epochs"] and r["epoch"] >= r["epochs"] else
+                                                 "stopped" if r["checkpoint"] else "no checkpoint")
+        table.append((r["id"], r["data"], f"{r['size']}px" if r["size"] else "?", str(r["step"]),
+                      f"{r['epoch']:g}/{r['epochs'] or '?'}", r["metric"] or "-", _age(time.time() - r["modified"]),
+                      state))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table)

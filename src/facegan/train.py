@@ -17,71 +17,23 @@ from pathlib import Path
 import torch
 
 from . import checkpoints, distributed
-from .augment import augment, diff_augment, instance_noise, instance_noise_std
+from .augment import augment
 from .config import TrainConfig
 from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare, summary
-from .device import (autocast_factory, check_fits, default_channels_last, resolve_amp,
-                     resolve_device)
-from .ema import GeneratorEMA, ema_beta
-from .errors import FaceganError
+from .device import autocast_factory, check_fits, default_channels_last, resolve_amp, resolve_device
+from .ema import ema_beta
+from .errors import FaceganError, TrainingDiverged
 from .images import make_grid, plot_eval, plot_losses, save_grid, to_uint8
 from .interrupt import StopRequest
-from .losses import GANLoss, make_loss, r1_penalty
-from .models import build_models, training_bytes
+from .losses import make_loss
+from .metrics.msssim import diversity
+from .models import training_bytes
 from .monitor import Monitor
-from .optim import lr_factor, make_optimizer, set_learning_rates
+from .optim import lr_factor, set_learning_rates
 from .runs import RunFolder, require_training_state, run_for_training, run_name_of
-
-METRIC_NAMES = ("loss_d", "loss_g", "d_real", "d_fake")
-
-
-def train_step(generator, discriminator, opt_g, opt_d, loss: GANLoss, real: torch.Tensor, z: torch.Tensor,
-               autocast=contextlib.nullcontext, discriminator_in_g_step=None,
-               input_noise: tuple[torch.Tensor, torch.Tensor] | None = None, r1_weight: float = 0.0,
-               d_view=None) -> torch.Tensor:
-    """One DCGAN step: D on real vs detached fake, then G through the updated D.
-
-    `discriminator_in_g_step` is D as called in the G step; under DDP it is the unwrapped module,
-    since D's gradients are not wanted there and DDP would wait for them. `input_noise` is
-    (noise for the reals, noise for the fakes), added to what D sees in both phases (instance
-    noise). `r1_weight` > 0 adds that times the R1 penalty to D's loss on this step (lazy R1: the
-    caller passes gamma/2 x interval on every interval-th step). Returns (loss_d, loss_g, mean D(x),
-    mean D(G(z))) as one detached tensor: no host sync here. `d_view`, when given, transforms every
-    batch D sees, real and fake, in both phases (DiffAugment), before any instance noise."""
-    frozen_d = discriminator_in_g_step if discriminator_in_g_step is not None else discriminator
-    view = d_view or (lambda images: images)
-    if input_noise is None:  # no extra pass over the batch when the noise has faded out
-        seen_real, noisy_fake = view(real), view
-    else:
-        seen_real, noisy_fake = view(real) + input_noise[0], (lambda images: view(images) + input_noise[1])
-    penalty = None
-    with autocast():
-        fake = generator(z)
-        if r1_weight:
-            real_logits, penalty = r1_penalty(discriminator, seen_real)
-        else:
-            real_logits = discriminator(seen_real)
-        fake_logits = discriminator(noisy_fake(fake.detach()))
-        loss_d = loss.d_loss(real_logits.float(), fake_logits.float())
-    if penalty is not None:
-        loss_d = loss_d + r1_weight * penalty
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-
-    # G step. D's weights are frozen so backward computes only the input gradients G needs,
-    # not D's weight gradients, which the textbook step computes and then throws away.
-    frozen_d.requires_grad_(False)
-    with autocast():
-        loss_g = loss.g_loss(frozen_d(noisy_fake(fake)).float())
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_g.step()
-    frozen_d.requires_grad_(True)
-    return torch.stack([loss_d.detach(), loss_g.detach(),
-                        loss.score(real_logits.detach().float()).mean(),
-                        loss.score(fake_logits.detach().float()).mean()])
+from .schedule import epochs_per_save, planned_steps
+from .step import METRIC_NAMES, DInputPolicy, LossWindow, build_networks, train_step
 
 
 class Trainer:
@@ -95,30 +47,18 @@ class Trainer:
         self.run_folder = RunFolder(run_dir)
         self.progress = progress and world.is_main
         self.device = device or resolve_device(cfg.device)
-        self.cfg = cfg = distributed.fit_batch_to_data(cfg, len(prepared.images), world, resuming=state is not None, log=log)
+        self.cfg = cfg = distributed.fit_batch_to_data(cfg, len(prepared.images), world, resuming=state is not None,
+                                                       log=log)
 
         channels_last = cfg.channels_last if cfg.channels_last is not None else default_channels_last(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.precision = resolve_amp(cfg.amp, self.device)
         self.autocast = autocast_factory(self.device, self.precision == "bf16")
 
-        torch.manual_seed(cfg.seed)
-        self.generator, self.discriminator = build_models(cfg.model)
-        if cfg.sync_bn:
-            if not (world.distributed and self.device.type == "cuda"):
-                raise FaceganError("--sync-bn needs several CUDA processes (torchrun on GPUs): drop --sync-bn")
-            self.generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
-            self.discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
-        for net in (self.generator, self.discriminator):
-            net.to(self.device, memory_format=self.memory_format)
-        self.opt_g = make_optimizer(cfg.opt_g, self.generator.parameters(), cfg.lr_g, cfg, self.device)
-        self.opt_d = make_optimizer(cfg.opt_d, self.discriminator.parameters(), cfg.lr_d, cfg, self.device)
         self.loss = make_loss(cfg.loss, cfg.real_label)
-        # The moving average of G (made after G is on its device); samples and evaluations use it.
-        self.ema = GeneratorEMA(self.generator) if cfg.ema_kimg > 0 else None
-        # What the step calls: DDP and torch.compile wrappers; the plain modules are what gets saved.
-        self.step_generator, self.step_discriminator, self.step_discriminator_in_g_step = distributed.wrap_for_step(
-            self.generator, self.discriminator, world, self.device, cfg.compile)
+        self.generator, self.discriminator, self.ema, self.step_modules = build_networks(
+            cfg, self.device, world, self.memory_format)
+        self.opt_g, self.opt_d = self.step_modules.opt_g, self.step_modules.opt_d
 
         self.noise = torch.Generator(self.device).manual_seed(cfg.seed + 1)  # z and flips, in step order
         self.fixed_z = torch.randn(cfg.num_samples, cfg.model.noise_size,
@@ -128,15 +68,13 @@ class Trainer:
         if self.batches.steps_per_epoch < 1:
             raise FaceganError("the data set is too small for one batch: add images or lower --batch-size")
         self.prepared = prepared
-        self.monitor = Monitor(cfg.loss, cfg.real_label)
+        self.d_inputs = DInputPolicy(cfg, self.noise, world.rank, world.size, self.memory_format)
+        self.augmentations = [name for name in cfg.augmentations if name != "flip"]  # flips: in self.batches
+        self.save_every = epochs_per_save(cfg, self.batches.steps_per_epoch)
+        self.monitor = Monitor(self.loss, diversity=diversity)
         self.best: dict | None = None  # {"metric", "value", "step"} of checkpoints/best.pt
-        self._reals_diversity: float | None = None  # MS-SSIM among real faces, the collapse check's yardstick
         self.step = self.epoch = self.step_in_epoch = 0
-        # The learning-rate schedule's length (optim.py): a killed run resumes on the same plan, exactly;
-        # resuming with other --epochs/--max-steps re-plans the rest of the schedule (and says so).
-        self.planned_steps = cfg.epochs * self.batches.steps_per_epoch
-        if cfg.max_steps:
-            self.planned_steps = min(self.planned_steps, cfg.max_steps)
+        self.planned_steps = planned_steps(cfg, self.batches.steps_per_epoch)
         if state is not None:
             self._restore(state)
         self.tensorboard = None
@@ -145,10 +83,6 @@ class Trainer:
             self.tensorboard = TensorBoardLog(self.run_folder.tensorboard_dir, purge_step=self.step or None)
         if world.distributed:  # dropout masks differ per rank, reproducibly from (seed, rank, step)
             torch.manual_seed(cfg.seed * 100_003 + world.rank * 1_009 + self.step)
-
-    @property
-    def run_dir(self) -> Path:
-        return self.run_folder.path
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -219,16 +153,11 @@ class Trainer:
         path = save_grid(samples, self.run_folder.samples_png(name))
         if self.tensorboard:
             self.tensorboard.add_grid("samples (fixed z)", make_grid(samples), self.step)
-        # Diversity needs two samples and two real faces to compare (a one-image data set has one).
-        if check_diversity and len(samples) >= 2 and len(self.batches.shard(0)) >= 2:
-            from .metrics.msssim import diversity
-
-            if self._reals_diversity is None:
-                self._reals_diversity = diversity(self._first_reals(len(samples)), pairs=256)
-            value = diversity(samples, pairs=256)
-            self._record({"step": self.step, "samples_msssim": round(value, 4),
-                                            "reals_msssim": round(self._reals_diversity, 4)})
-            self._alert(self.monitor.check_diversity(value, self._reals_diversity, self.step))
+        if check_diversity:  # the collapse check, on the same samples
+            row, alerts = self.monitor.check_samples(samples, lambda: self._first_reals(len(samples)), self.step)
+            if row:
+                self._record(row)
+            self._alert(alerts)
         return path
 
     def _save_progress(self, sample_name: str, end_of_epoch: bool) -> None:
@@ -275,8 +204,8 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
+        """Train to cfg.epochs / cfg.max_steps, or until a Ctrl-C or NaN losses; returns where it stopped."""
         cfg = self.cfg
-        per_epoch = self.batches.steps_per_epoch
         if self.epoch >= cfg.epochs or (cfg.max_steps and self.step >= cfg.max_steps):
             self.log(f"nothing to do: the run is at epoch {self.epoch}, step {self.step}; "
                      f"raise --epochs or --max-steps to train further")
@@ -284,92 +213,17 @@ class Trainer:
         if self.world.is_main:
             if self.step == 0:
                 self.write_reals()
-            else:
-                if self.run_folder.drop_metrics_after(self.step):
-                    self.log("note: dropped a partial last line of metrics.jsonl (a write cut short by a crash)")
-        from tqdm import tqdm
-
-        augmentations = [name for name in cfg.augmentations if name != "flip"]  # flips happen in self.batches
-        policies = cfg.diffaug_policies
-        d_view = (lambda images: diff_augment(images, policies, self.noise, self.world.rank, self.world.size)
-                  .contiguous(memory_format=self.memory_format)) if policies else None
-        window, window_steps, window_start = torch.zeros(len(METRIC_NAMES), device=self.device), 0, time.perf_counter()
+            elif self.run_folder.drop_metrics_after(self.step):
+                self.log("note: dropped a partial last line of metrics.jsonl (a write cut short by a crash)")
+        self.window = LossWindow(self.device)
+        self._last_saved, self._saved_step = time.monotonic(), self.step
         stopped = "complete"
-        diverged = False
-        last_saved = time.monotonic()
-        save_every, saved_step = epochs_per_save(cfg, per_epoch), self.step
         with StopRequest() as stop:
-            while self.epoch < cfg.epochs:
-                bar = tqdm(total=per_epoch, initial=self.step_in_epoch, disable=not self.progress,
-                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
-                for real in self.batches.epoch(self.epoch, self.noise, start_step=self.step_in_epoch):
-                    if augmentations:
-                        real = augment(real, augmentations, self.noise, self.world.rank, self.world.size
-                                       ).contiguous(memory_format=self.memory_format)
-                    # z for the whole global batch, this rank's slice: one noise stream for any world size.
-                    z = torch.randn(len(real) * self.world.size, cfg.model.noise_size, device=self.device,
-                                    generator=self.noise)[self.world.rank::self.world.size]
-                    if cfg.lr_decay != "none":
-                        set_learning_rates([(self.opt_d, cfg.lr_d), (self.opt_g, cfg.lr_g)],
-                                           lr_factor(cfg, self.step, self.planned_steps))
-                    noise_std = instance_noise_std(cfg.instance_noise, cfg.instance_noise_steps, self.step)
-                    d_input_noise = (instance_noise(real, noise_std, self.noise, self.world.rank, self.world.size)
-                                     if noise_std > 0 else None)
-                    window += train_step(self.step_generator, self.step_discriminator, self.opt_g, self.opt_d,
-                                         self.loss, real, z, self.autocast, self.step_discriminator_in_g_step,
-                                         d_input_noise, r1_weight=(cfg.r1_gamma / 2 * cfg.r1_every
-                                                                   if cfg.r1_gamma and self.step % cfg.r1_every == 0
-                                                                   else 0.0), d_view=d_view)
-                    window_steps += 1
-                    self.step += 1
-                    if self.ema:
-                        images_seen = self.step * cfg.batch_size * self.world.size
-                        self.ema.update(self.generator, ema_beta(cfg.ema_kimg, images_seen,
-                                                                 cfg.batch_size * self.world.size, cfg.ema_rampup))
-                    self.step_in_epoch += 1
-                    bar.update(1)
-                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.world.is_main:
-                        self.evaluate()
-                    if cfg.sample_every and self.step % cfg.sample_every == 0 and self.world.is_main \
-                            and self.step_in_epoch < per_epoch:  # an epoch's end writes its own grid
-                        self.write_samples(f"step-{self.step:07d}")
-                    if self.world.is_main and self._checkpoint_due(last_saved) and self.step_in_epoch < per_epoch \
-                            and bool(torch.isfinite(window).all()):  # never a NaN state over a good one
-                        self.save_checkpoint(end_of_epoch=False)  # bounds what a kill can lose
-                        last_saved = time.monotonic()
-                    if self.step % cfg.log_every == 0:
-                        row = self._log_window(window, window_steps, window_start)
-                        bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}",
-                                        img_s=f"{row['images_per_s']:.0f}")
-                        window.zero_()
-                        window_steps, window_start = 0, time.perf_counter()
-                        # Ranks agree on Ctrl-C only here, so all stop after the same step.
-                        stop_now = distributed.any_rank(stop.requested, self.world, self.device)
-                        # NaN weights only stay NaN: stop, and keep the last good checkpoint (all
-                        # ranks see the same averaged row, so all stop together).
-                        diverged = not all(math.isfinite(row[k]) for k in METRIC_NAMES)
-                    else:
-                        stop_now = stop.requested and not self.world.distributed
-                    if stop_now or diverged or (cfg.max_steps and self.step >= cfg.max_steps):
-                        break
-                bar.close()
-                if diverged:
-                    stopped = "diverged"
-                    break
-                if self.step_in_epoch == per_epoch:
-                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                    if self.epoch % save_every == 0 or self.epoch == cfg.epochs:
-                        if self.world.is_main:
-                            self._save_progress(f"epoch-{self.epoch:04d}", end_of_epoch=True)
-                        saved_step = self.step  # on every rank: the early-stop branch below logs collectively
-                    self.log(f"epoch {self.epoch}/{cfg.epochs} done at step {self.step}")
-                stop_now = distributed.any_rank(stop.requested, self.world, self.device)
-                if stop_now or (cfg.max_steps and self.step >= cfg.max_steps):
-                    stopped = "interrupted" if stop_now else "max_steps"
-                    break
-        if stopped not in ("complete", "diverged") and self.step != saved_step:  # an early stop: save where we are
-            if window_steps:
-                self._log_window(window, window_steps, window_start)
+            while self.epoch < cfg.epochs and stopped == "complete":
+                stopped = self._run_epoch(stop)
+        if stopped not in ("complete", "diverged") and self.step != self._saved_step:  # an early stop: save it
+            if self.window.steps:
+                self._log_window()
             if self.world.is_main:
                 at_epoch_end = self.step_in_epoch == 0  # an epoch end that epochs_per_save skipped
                 self._save_progress(f"epoch-{self.epoch:04d}" if at_epoch_end else f"step-{self.step:07d}",
@@ -380,46 +234,111 @@ class Trainer:
                      f"warning: parameters differ between the {self.world.size} ranks")
             distributed.barrier(self.world)
         if stopped == "interrupted":
-            self.log(f"stopped by Ctrl-C at step {self.step}; checkpoint saved, continue with --resume {self.run_dir}")
+            self.log(f"stopped by Ctrl-C at step {self.step}; checkpoint saved, continue with "
+                     f"--resume {self.run_folder.path}")
         return {"step": self.step, "epoch": self.epoch, "stopped": stopped}
 
-    def _checkpoint_due(self, last_saved: float) -> bool:
+    def _run_epoch(self, stop) -> str:
+        """The rest of the current epoch; "complete" to go on, else why the run stops."""
+        from tqdm import tqdm
+
+        cfg, per_epoch = self.cfg, self.batches.steps_per_epoch
+        bar = tqdm(total=per_epoch, initial=self.step_in_epoch, disable=not self.progress,
+                   desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
+        for real in self.batches.epoch(self.epoch, self.noise, start_step=self.step_in_epoch):
+            self.window.add(self._train_on(real))
+            bar.update(1)
+            reason = self._should_stop(stop, self._maintain(bar))
+            if reason:
+                break
+        bar.close()
+        if reason == "diverged":
+            return reason
+        if self.step_in_epoch == per_epoch:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            if self.epoch % self.save_every == 0 or self.epoch == cfg.epochs:
+                if self.world.is_main:
+                    self._save_progress(f"epoch-{self.epoch:04d}", end_of_epoch=True)
+                self._saved_step = self.step  # on every rank: the early-stop save logs collectively
+            self.log(f"epoch {self.epoch}/{cfg.epochs} done at step {self.step}")
+        stop_now = distributed.any_rank(stop.requested, self.world, self.device)
+        if stop_now or (cfg.max_steps and self.step >= cfg.max_steps):
+            return "interrupted" if stop_now else "max_steps"
+        return "complete"
+
+    def _train_on(self, real: torch.Tensor) -> torch.Tensor:
+        """One step on a batch of reals, with this step's augmentations, z, learning rates and D inputs."""
+        cfg, world = self.cfg, self.world
+        if self.augmentations:
+            real = augment(real, self.augmentations, self.noise, world.rank, world.size
+                           ).contiguous(memory_format=self.memory_format)
+        # z for the whole global batch, this rank's slice: one noise stream for any world size.
+        z = torch.randn(len(real) * world.size, cfg.model.noise_size, device=self.device,
+                        generator=self.noise)[world.rank::world.size]
+        if cfg.lr_decay != "none":
+            set_learning_rates([(self.opt_d, cfg.lr_d), (self.opt_g, cfg.lr_g)],
+                               lr_factor(cfg, self.step, self.planned_steps))
+        stats = train_step(self.step_modules, self.loss, real, z, self.d_inputs.for_step(self.step, real),
+                           self.autocast)
+        self.step += 1
+        self.step_in_epoch += 1
+        if self.ema:
+            global_batch = cfg.batch_size * world.size
+            self.ema.update(self.generator, ema_beta(cfg.ema_kimg, self.step * global_batch, global_batch,
+                                                     cfg.ema_rampup))
+        return stats
+
+    def _maintain(self, bar) -> dict | None:
+        """Upkeep after a step, each on its own schedule: evaluation, a mid-epoch grid, a mid-epoch save
+        of last.pt, and the log window (whose row it returns, or None between windows)."""
+        cfg, main, mid_epoch = self.cfg, self.world.is_main, self.step_in_epoch < self.batches.steps_per_epoch
+        if main and cfg.eval_every and self.step % cfg.eval_every == 0:
+            self.evaluate()
+        if main and cfg.sample_every and self.step % cfg.sample_every == 0 and mid_epoch:
+            self.write_samples(f"step-{self.step:07d}")  # an epoch's end writes its own grid
+        if main and mid_epoch and self._checkpoint_due() and self.window.finite():  # never NaN over good
+            self.save_checkpoint(end_of_epoch=False)  # bounds what a kill can lose
+            self._last_saved = time.monotonic()
+        if self.step % cfg.log_every:
+            return None
+        row = self._log_window()
+        bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['loss_g']:.3f}", img_s=f"{row['images_per_s']:.0f}")
+        return row
+
+    def _should_stop(self, stop, row: dict | None) -> str | None:
+        """Why the run stops after this step, if it does. Ranks agree on Ctrl-C only at a log window, so
+        all stop after the same step; NaN weights only stay NaN, so NaN losses stop the run (every rank
+        sees the same averaged row) and the last good checkpoint is kept."""
+        if row is not None:
+            requested = distributed.any_rank(stop.requested, self.world, self.device)  # collective: every window
+            if not all(math.isfinite(row[k]) for k in METRIC_NAMES):
+                return "diverged"
+        else:
+            requested = stop.requested and not self.world.distributed
+        if requested:
+            return "interrupted"
+        return "max_steps" if self.cfg.max_steps and self.step >= self.cfg.max_steps else None
+
+    def _checkpoint_due(self) -> bool:
         """Mid-epoch save of last.pt: every checkpoint_every steps, or every checkpoint_minutes of training."""
         if self.cfg.checkpoint_every:
             return self.step % self.cfg.checkpoint_every == 0
-        return time.monotonic() - last_saved >= 60 * self.cfg.checkpoint_minutes
+        return time.monotonic() - self._last_saved >= 60 * self.cfg.checkpoint_minutes
 
-    def _log_window(self, window: torch.Tensor, steps: int, started: float) -> dict:
-        values = distributed.mean(window / steps, self.world).tolist()  # the one host sync per log_every steps
-        images = steps * self.cfg.batch_size * self.world.size
+    def _log_window(self) -> dict:
+        """The metrics row of the steps since the last one (the one host sync per log_every steps)."""
+        window = self.window
+        values = distributed.mean(window.total / window.steps, self.world).tolist()
+        images = window.steps * self.cfg.batch_size * self.world.size
         row = {"step": self.step, "epoch": round(self.step / self.batches.steps_per_epoch, 3),
                **{name: round(v, 5) for name, v in zip(METRIC_NAMES, values)},
-               "images_per_s": round(images / max(time.perf_counter() - started, 1e-9), 1),
+               "images_per_s": round(images / max(time.perf_counter() - window.started, 1e-9), 1),
                "time": round(time.time(), 3)}
+        window.reset()
         if self.world.is_main:
             self._record(row)
             self._alert(self.monitor.check_losses(row))
         return row
-
-
-# Fewest steps between epoch-end saves in a long run of tiny epochs (see epochs_per_save).
-SAVE_MIN_STEPS = 200
-
-
-def epochs_per_save(cfg: TrainConfig, steps_per_epoch: int) -> int:
-    """Epochs between epoch-end saves (progress grid, epoch checkpoint, loss plot). Every epoch by
-    default; but 500 faces make an epoch of 7 steps, and writing all that 890 times in a 400k-image
-    run took ten times longer than the training (150 images/s instead of 1,500 on 2 cores), so a run
-    of more than 20 such epochs saves every SAVE_MIN_STEPS steps or so. The last epoch is always saved."""
-    if cfg.save_every_epochs:
-        return cfg.save_every_epochs
-    if steps_per_epoch >= SAVE_MIN_STEPS or cfg.epochs <= 20:
-        return 1
-    return math.ceil(SAVE_MIN_STEPS / steps_per_epoch)
-
-
-class TrainingDiverged(FaceganError):
-    """The losses became NaN or infinite; the run's checkpoints hold the last good state."""
 
 
 def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True, log=print,
@@ -434,7 +353,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
     # Everything that can be wrong with the input was checked when cfg was made, before a run folder exists.
     world, device = distributed.init(resolve_device(cfg.device))
     if not world.is_main:
-        log = _silent
+        log = lambda *args, **kwargs: None  # noqa: E731  (rank 0 speaks for all)
     try:
         check_fits(*training_bytes(cfg.model), device)  # before any data is prepared or a folder made
         if resume_from is not None and state is None:
@@ -477,7 +396,3 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         return run_dir
     finally:
         distributed.shutdown(world)
-
-
-def _silent(*args, **kwargs):
-    pass

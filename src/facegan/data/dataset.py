@@ -5,6 +5,8 @@ device, with no per-image Python call. This is the notebook-friendly door to the
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -26,7 +28,7 @@ class FaceDataset(Dataset):
                  render_seed: int = 0, flip: bool = False, cache_dir=None, progress: bool = False):
         data = DataConfig(source=str(source), crop=crop, render_seed=render_seed)
         if num_images is not None:
-            data.num_images = num_images
+            data = dataclasses.replace(data, num_images=num_images)
         self.images = prepare(data, image_size, cache_dir=cache_dir, progress=progress).images  # uint8 (N, H, W, 3)
         self.flip = flip
 

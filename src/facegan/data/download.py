@@ -124,7 +124,8 @@ def fetch(url: str, target: Path, progress: bool = True, manual_hint: str = "", 
     part = target.with_name(target.name + ".part")
     for _attempt in range(3):  # the file itself, or at most two confirm pages in front of it
         have = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"User-Agent": "facegan", **({"Range": f"bytes={have}-"} if have else {})})
+        headers = {"User-Agent": "facegan", **({"Range": f"bytes={have}-"} if have else {})}
+        request = urllib.request.Request(url, headers=headers)
         try:
             response = urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as exc:

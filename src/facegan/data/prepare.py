@@ -208,7 +208,8 @@ def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = 
         raise FaceganError(f"--crop {crop} is negative: use a side in pixels such as 108, or 0 for none")
     key = _cache_key(source, image_size, crop, data.max_pixels)
     root = Path(cache_dir) if cache_dir else cache_root()
-    array_path, record_path = root / f"{source.short_name}-{image_size}px-{key}.u8", root / f"{source.short_name}-{image_size}px-{key}.json"
+    stem = f"{source.short_name}-{image_size}px-{key}"
+    array_path, record_path = root / f"{stem}.u8", root / f"{stem}.json"
     cached = _load_valid(array_path, record_path, key) if record_path.exists() else None
     if cached is not None:
         return PreparedData(cached[0], cached[1], array_path, reused=True)
@@ -288,3 +289,26 @@ def summary(prepared: PreparedData) -> str:
 def _progress_bar(total: int, description: str, enabled: bool):
     from tqdm import tqdm
     return tqdm(total=total, desc=description, unit="img", disable=not enabled, leave=False)
+
+
+def prepare_source(source: str, image_size: int, crop: int = 0, num_images: int | None = None, render_seed: int = 0,
+                   max_pixels: int | None = None, preview: tuple[int, str] | None = None, progress: bool = False,
+                   log=print) -> PreparedData:
+    """`facegan data prepare` / `preview`: build (or reuse) the cache of `source` for any architecture
+    and print its summary; with `preview` = (count, file), also write a grid of the first images."""
+    from ..config import check_image_size
+    from ..images import save_grid
+
+    check_image_size(image_size, arch="any")  # data for any architecture: only the range matters
+    if num_images is None and preview and source == "faces":
+        num_images = preview[0]  # a preview of the renderer needs only the faces it shows
+    data = DataConfig(source=source, crop=crop, render_seed=render_seed,
+                      **({"num_images": num_images} if num_images else {}),
+                      **({"max_pixels": max_pixels} if max_pixels else {}))
+    prepared = prepare(data, image_size, progress=progress)
+    log(summary(prepared))
+    if preview:
+        count, out = preview
+        out = save_grid(prepared.images[:count], out)
+        log(f"wrote a grid of {min(count, len(prepared.images))} prepared images to {out}")
+    return prepared

@@ -92,7 +92,7 @@ class _Canvas:
         self._row_y_max = rows_y.max(axis=(0, 2)) + 2.0 * self.pixel.max()
         self._size = size
 
-    def band(self, y_top: float, y_bottom: float) -> "_Band":
+    def band(self, y_top: float, y_bottom: float) -> _Band:
         """The image rows where any face of the chunk has face-frame y in [y_top, y_bottom].
 
         Small features (eyes, mouth) touch a quarter of the rows; drawing only there halves the time."""

@@ -17,13 +17,14 @@ from pathlib import Path
 from ..errors import FaceganError
 from ..fileio import write_text_atomic
 from ..images import _pyplot, _save_figure
+from ..metric_names import STUDY_COLUMNS
 from ..runs import RunFolder
 from .runner import summarise
 
 METRIC = "swd"  # what "best" means: the lowest SWD (x1e3) against the training images
-COLUMNS = [("status", "status"), ("loss_d", "final D loss"), ("loss_g", "final G loss"), ("swd", "SWD x1e3"),
-           ("msssim", "MS-SSIM (diversity)"), ("fid", "FID"), ("kid", "KID"), ("images_per_s", "images/s"),
-           ("wall_s", "wall time")]
+COLUMNS = [("status", "status"), ("loss_d", "final D loss"), ("loss_g", "final G loss"),
+           *((key, title) for key, title in STUDY_COLUMNS.items() if key != "msssim_real"),
+           ("images_per_s", "images/s"), ("wall_s", "wall time")]
 
 
 def _fmt(key, value) -> str:
@@ -182,7 +183,8 @@ def write_report(out) -> tuple[Path, Path]:
         for e in entries:
             grid = _sample_grid(out, e)
             label = e["name"] + (" ★" if e["name"] == best else "")
-            html_parts.append(f"<figure>{_inline(grid, e['name'], 260)}<figcaption>{html.escape(label)}</figcaption></figure>")
+            html_parts.append(f"<figure>{_inline(grid, e['name'], 260)}"
+                              f"<figcaption>{html.escape(label)}</figcaption></figure>")
             if grid:
                 copy = pictures / f"{slug}-{e['name'].replace('=', '_').replace(',', '_')}.png"
                 copy.write_bytes(grid.read_bytes())

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import FaceganError
 from ..fileio import write_text_atomic
+from ..metric_names import STUDY_COLUMNS
 from .spec import StudySpec, Trial
 
 HEARTBEAT_S, GRACE_S = 2, 8  # a worker silent for GRACE_S seconds is dead: its trial goes back in the queue
@@ -149,8 +150,12 @@ def _objective(spec: StudySpec, out: Path, log):
     return objective
 
 
-def work(spec: StudySpec, out: Path, storage_url: str, log=print) -> None:
-    """One worker: take waiting trials until none is waiting or running anywhere."""
+def work(spec: StudySpec, out: Path, storage_url: str, log=print, threads: int | None = None) -> None:
+    """One worker: take waiting trials until none is waiting or running anywhere (on `threads` CPU
+    threads when given)."""
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
     optuna = _optuna()
     from optuna.storages import fail_stale_trials
 
@@ -197,9 +202,8 @@ def _finished(study) -> set[str]:
 def _run_workers(spec: StudySpec, out: Path, storage_url: str, jobs: int, study, progress: bool) -> None:
     """`jobs` worker processes on this machine, CPU threads split between them (and one GPU each where
     there are several), with an overall progress bar."""
-    from tqdm import tqdm
-
     import torch
+    from tqdm import tqdm
     threads = max(1, (os.cpu_count() or 1) // jobs)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     workers = []
@@ -251,7 +255,7 @@ def summarise(run_dir: Path, epoch: int | None = None) -> dict:
         summary.update(loss_d=last["loss_d"], loss_g=last["loss_g"], step=last["step"],
                        images_per_s=sorted(clean)[len(clean) // 2])
     if evals:
-        for key in ("swd", "msssim", "msssim_real", "fid", "kid"):
+        for key in STUDY_COLUMNS:
             if key in evals[-1]["eval"]:
                 summary[key] = evals[-1]["eval"][key]
     return summary

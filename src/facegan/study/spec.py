@@ -1,12 +1,12 @@
 """A study spec: TOML with [base] (options every trial shares) and either [grid] (one factor at a time
 around [base], or every combination with mode = "product") or [random] (trials sampled from
-distributions). Every option is a `facegan train` option by its long name, dashes or underscores.
+distributions). Every option is a `facegan train` option by its long name or its config key, dashes or underscores,
+and `preset` names a preset.
 Everything is checked, and every trial's config built, before any training starts."""
 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import math
 import re
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig, ModelConfig, TrainConfig, apply_overrides
+from ..config import PRESETS, TrainConfig, resolve, study_option_keys
 from ..errors import FaceganError
 
 try:
@@ -23,26 +23,13 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-# Option names that are not simply a config field: name -> dotted keys it sets.
-_ALIASES = {"lr": ("lr_d", "lr_g"), "data": ("data.source",), "label_smoothing": ("real_label",)}
-# Options a study sets itself (trial folders, evaluation for the report) or that make no sense per trial.
-_NOT_IN_STUDIES = {"device", "resume", "out", "config", "compile"}
 _DISTRIBUTION = re.compile(r"^\s*(loguniform|uniform|choice|randint)\s*\((.*)\)\s*$")
 
 
-def option_keys(name: str) -> tuple[str, ...]:
-    """A `facegan train` option name ('conv-dim', 'lr', 'num_images') -> the dotted config keys it sets."""
-    key = name.replace("-", "_")
-    if key in _ALIASES:
-        return _ALIASES[key]
-    top = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "data"}
-    if key in top and key not in _NOT_IN_STUDIES:
-        return (key,)
-    if key in {f.name for f in dataclasses.fields(ModelConfig)}:
-        return (f"model.{key}",)
-    if key in {f.name for f in dataclasses.fields(DataConfig)} - {"source"}:
-        return (f"data.{key}",)
-    raise KeyError(name)
+def option_keys(name: str) -> str:
+    """A `facegan train` option name ('conv-dim', 'lr', 'ema', 'num_images') -> the dotted config key
+    (or shorthand) it sets, from the declarations in config.py."""
+    return study_option_keys()[name.replace("-", "_")]
 
 
 def _value_text(value) -> str:
@@ -84,16 +71,20 @@ def _fail(path, where: str, problem: str) -> FaceganError:
 
 
 def build_config(options: dict, path=".") -> TrainConfig:
-    overrides = {}
+    """A trial's config: through config.resolve, as `facegan train` with the same options would."""
+    overrides, preset = {}, options.get("preset")
     for name, value in options.items():
+        if name == "preset":
+            continue
         try:
-            keys = option_keys(name)
+            overrides[option_keys(name)] = value
         except KeyError:
             raise _fail(path, name, "not a facegan train option (see 'facegan train --help'; dashes or "
                                     "underscores, e.g. conv_dim)") from None
-        overrides.update({key: value for key in keys})
+    if preset is not None and not isinstance(preset, str):
+        raise _fail(path, "preset", f"must be a preset's name ({', '.join(PRESETS)}), not {preset!r}")
     try:
-        return TrainConfig.from_dict(apply_overrides(TrainConfig().to_dict(), overrides))
+        return resolve(overrides, preset=preset)[0]
     except FaceganError as exc:
         raise FaceganError(f"study spec {Path(path).name}: {exc}") from None
 
@@ -217,7 +208,7 @@ EXAMPLE = '''\
 # Options are `facegan train` options by their long names (dashes or underscores).
 # This is the write-ups' study (epochs, layers, batch size, conv_dim, learning rate, one factor at a
 # time) scaled to about an hour on 2 CPU cores: 11 trained trials of 5,000 built-in faces x 10 epochs
-# (estimated from the README's measured study: ~2 min a trial at conv_dim 32, more at 64 and 128).
+# (estimated from the measured study in docs/findings.md: ~2 min a trial at conv_dim 32, more at 64 and 128).
 
 [base]              # what every trial shares
 image_size = 32
@@ -242,3 +233,13 @@ lr = [1e-2, 1e-3, 1e-4]
 # beta1 = "uniform(0.1, 0.9)"
 # conv_dim = "choice(32, 64)"
 '''
+
+
+def write_example(path) -> Path:
+    """Write the commented example spec to `path`, never over an existing file."""
+    from ..fileio import write_text_atomic
+
+    path = Path(path)
+    if path.exists():
+        raise FaceganError(f"{path} exists already: pick another name or delete it")
+    return write_text_atomic(path, EXAMPLE)

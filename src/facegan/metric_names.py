@@ -1,10 +1,12 @@
 """The one list of metric names: what --eval-metrics and `facegan evaluate --metrics` accept, which
-need the Inception weights, which can pick checkpoints/best.pt, and how each result is titled.
-Imports nothing of facegan's but errors, so config.py can validate against it without a cycle."""
+can pick checkpoints/best.pt, how each result is titled, and which
+results a study summarises. The functions that compute them are metrics/evaluate.py's registry, keyed
+by these names. This module sits outside metrics/ and imports nothing of facegan's but errors, so the
+lower layers (config, images, runs) read the names without importing the metrics package."""
 
 from __future__ import annotations
 
-from ..errors import FaceganError
+from .errors import FaceganError
 
 # name -> what it measures (shown in --help)
 METRICS = {
@@ -15,7 +17,6 @@ METRICS = {
     "pr": "precision and recall in Inception space (needs the Inception weights)",
     "nn": "nearest training images of samples vs of held-out reals: is G copying? (+ a sheet; no download)",
 }
-INCEPTION_METRICS = frozenset({"fid", "kid", "pr"})
 BEST_CHECKPOINT_METRICS = ("swd", "fid", "kid")  # lower is better: what checkpoints/best.pt can follow
 
 # result key in an evaluation -> plot title ("pr" reports two keys)
@@ -24,6 +25,9 @@ RESULT_TITLES = {
     "msssim": "MS-SSIM between samples (lower = more diverse)", "precision": "precision", "recall": "recall",
     "nn_ratio": "nearest-neighbour ratio (< 1: closer to training images than new faces are)",
 }
+# result key -> its column heading in a study's table and index, in the order shown
+STUDY_COLUMNS = {"swd": "SWD x1e3", "msssim": "MS-SSIM (diversity)", "msssim_real": "MS-SSIM of real faces",
+                 "fid": "FID", "kid": "KID"}
 
 
 def parse_metrics(text: str) -> list[str]:
