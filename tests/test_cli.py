@@ -171,3 +171,13 @@ def test_help_shows_config_defaults_and_registry_choices(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "{bce,lsgan,hinge}" in text and "{dcgan,mlp,image-noise}" in text and "32/64/128" in text
     assert "(least squares) (default: hinge)" in text and "(default: 0.5)" in text and "(default: 500)" in text
+
+
+def test_the_whole_runs_eta_comes_first_and_is_refreshed_once(tmp_path, capsys):
+    assert run_cli("train", *TINY, "--epochs", "2", "--out", tmp_path) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first = next(i for i, line in enumerate(lines) if "2 epochs, 12 steps: about" in line)
+    assert "images/s (a short timing)" in lines[first]
+    assert first < next(i for i, line in enumerate(lines) if line.startswith("epoch 1/2 done"))  # before training
+    refreshed = [line for line in lines if line.startswith("measured: 2 epochs, 12 steps (10 to go): about")]
+    assert len(refreshed) == 1  # after the first log window (step 2), not every window

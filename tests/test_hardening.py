@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from PIL import Image
 
@@ -278,3 +279,64 @@ def test_a_flipped_bit_in_a_checkpoint_is_reported_not_trained_on(tmp_path, caps
     damaged.write_bytes(bytes(raw))
     err = one_line_error(capsys, "train", "--resume", damaged, "--epochs", "2")
     assert "fail their checksum" in err and "generator.project.bn.weight" in err
+
+
+# --- round 2 (issue 21): non-finite states, study folders ------------------------------------
+
+def test_a_diverged_run_is_never_saved_or_reported_as_good(tmp_path, capsys):
+    """lr 1e30 makes NaN weights inside the first epoch; with a log window longer than the run, only the
+    check before each save can see it (the issue's case ended 'finished (complete)' with NaN files)."""
+    runs = tmp_path / "runs"
+    err = one_line_error(capsys, "train", *TINY[:-3], "--log-every", "50", "--lr", "1e30", "--epochs", "3",
+                         "--no-progress", "--out", runs)
+    assert "diverged" in err
+    for saved in runs.rglob("*.pt"):
+        assert checkpoints._weights_finite(torch.load(saved, weights_only=True)), saved
+
+
+@pytest.mark.parametrize("flag,value", [("--r1", "nan"), ("--r1", "inf"), ("--ema", "nan"), ("--lr", "nan"),
+                                        ("--instance-noise", "inf")])
+def test_non_finite_options_are_refused(tmp_path, capsys, flag, value):
+    assert "finite" in one_line_error(capsys, "train", *TINY, flag, value, "--out", tmp_path)
+    assert not tmp_path.joinpath("00000-faces32").exists()
+
+
+def test_a_non_finite_checkpoint_is_refused_naming_the_last_finite_one(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main([*map(str, ["train", *TINY, "--epochs", "2", "--out", runs])]) == 0
+    (run,) = runs.iterdir()
+    last = run / "checkpoints" / "last.pt"
+    state = checkpoints.load(last)
+    state["generator"] = {k: v.float() * float("nan") if v.is_floating_point() else v
+                          for k, v in state["generator"].items()}
+    checkpoints.atomic_save({k: v for k, v in state.items() if k != "checksums"}, last)
+    for command in (("generate", last, "--out", tmp_path / "g.png"), ("train", "--resume", last, "--epochs", "3")):
+        err = one_line_error(capsys, *command)
+        assert "NaN or infinite" in err and "epoch-0002.pt" in err, err
+
+
+def test_a_study_spec_cannot_write_or_delete_outside_its_folder(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    spec = tmp_path / "t.toml"
+    spec.write_text("[base]\nimage_size = 32\nnum_images = 32\nbatch_size = 16\nconv_dim = 8\nz_size = 16\n"
+                    "max_steps = 2\nnum_samples = 4\neval_samples = 8\n"
+                    '[grid]\ninception_weights = ["", "/../../victim", "../victim"]\n')
+    out = tmp_path / "out" / "study"
+    assert main(["study", "run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    assert (victim / "keep.txt").read_text() == "mine" and sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    trials = json.loads((out / "study.json").read_text())["trials"]
+    folders = [out / t["run"] for t in trials]
+    assert all(f.resolve().parent == out.resolve() and (f / "generator.pt").is_file() for f in folders), folders
+    # a folder in the way that facegan did not make is refused, not deleted
+    from facegan.study.runner import run_trial, trial_dir
+    from facegan.study.spec import load_spec
+    loaded = load_spec(spec)
+    mine = trial_dir(tmp_path / "other", loaded.trials[0].name)
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    record = run_trial(loaded, loaded.trials[0], tmp_path / "other")
+    assert record["status"] == "failed" and "not made by facegan" in record["reason"]
+    assert (mine / "notes.txt").read_text() == "mine"

@@ -158,3 +158,49 @@ def test_report_opens_in_a_real_browser(tmp_path, browser):
     loaded = browser.execute_script("return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
     assert loaded == len(browser.find_elements("tag name", "img")) >= 4
     assert "Factor: lr" in browser.find_element("tag name", "body").text
+
+
+SHORT = """[base]
+image_size = 32
+conv_dim = 8
+z_size = 16
+batch_size = 16
+num_images = 256
+max_steps = 12
+num_samples = 4
+eval_samples = 32
+[grid]
+lr = [1e-3, 2e-4]
+beta1 = [0.5, 0.9]
+"""
+
+
+def test_trials_that_stop_inside_their_first_epoch_are_scored_and_show_their_faces(tmp_path, capsys):
+    """The spec of issue 24 (smaller samples): every trial ends at max_steps 12, before its first
+    epoch-end evaluation; each is still scored at its end and its last grid is in the report."""
+    out = tmp_path / "out"
+    assert main(["study", "run", str(write(tmp_path, SHORT)), "--out", str(out), "--no-progress"]) == 0
+    trials = json.loads((out / "study.json").read_text())["trials"]
+    assert len(trials) == 4 and all(isinstance(t.get("swd"), float) and isinstance(t.get("msssim"), float)
+                                    for t in trials), trials
+    assert main(["study", "report", str(out)]) == 0
+    report = (out / "report.html").read_text()
+    # per factor: one sample grid per trial (2 + 2), the overlaid losses and the metric plot
+    grids = report.count("<figure>")
+    assert grids == 4, grids
+    assert report.count("data:image/png;base64,") == grids + 2 * 2
+
+
+def test_dry_runs_print_the_plan_and_write_nothing(tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FACEGAN_CACHE", str(cache))
+    out = tmp_path / "out"
+    assert main(["study", "run", str(write(tmp_path, SHORT)), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "lr=0.001: 12 steps" in text and "beta1=0.5: read from lr=0.0002's run" in text and "total: about" in text
+    assert main(["train", "--conv-dim", "8", "--z-size", "16", "--num-images", "200", "--batch-size", "16",
+                 "--epochs", "3", "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert '"conv_dim": 8' in text and "parameters: G " in text and "memory: about" in text
+    assert "3 epochs, 36 steps: about" in text and "images/s (3 steps timed on cpu)" in text
+    assert not out.exists() and (not cache.exists() or not any(cache.rglob("*")))  # nothing written

@@ -89,6 +89,8 @@ def load(path, map_location="cpu") -> dict:
             raise FaceganError(f"checkpoint {path} is damaged: {len(wrong)} tensor(s) fail their checksum "
                                f"({', '.join(wrong[:2])}{', ...' if len(wrong) > 2 else ''}), a changed bit on "
                                f"disk; pass another checkpoint of the run (checkpoints/epoch-NNNN.pt)")
+    if not _weights_finite(state):
+        raise FaceganError(f"checkpoint {path} holds NaN or infinite weights (its run diverged): {_last_finite(path)}")
     return state
 
 
@@ -108,3 +110,45 @@ def generator_snapshot(generator, cfg: TrainConfig, step: int, epoch: int, ema=N
     if ema is not None:
         snapshot["generator_ema"] = ema.state_dict()
     return snapshot
+
+def global_rng_state() -> dict:
+    """torch's global random state, CPU and every CUDA device: what training states save and timings restore."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def all_finite(modules) -> bool:
+    """Whether every parameter and buffer of `modules` (None entries skipped) is finite: one fused
+    reduction and one host sync, so it can run before every save."""
+    return _finite([t for m in modules if m is not None for t in (*m.parameters(), *m.buffers())])
+
+
+def _finite(tensors) -> bool:
+    peaks = [t.detach().abs().amax().float() for t in tensors if t.is_floating_point() and t.numel()]
+    return not peaks or bool(torch.isfinite(torch.stack(peaks)).all())
+
+
+def _weights_finite(state: dict) -> bool:
+    """The networks in a loaded checkpoint hold no NaN or inf (an optimiser's moments are not checked)."""
+    return _finite([t for key in ("generator", "generator_ema", "discriminator") if isinstance(state.get(key), dict)
+                    for t in state[key].values() if isinstance(t, torch.Tensor)])
+
+
+def _last_finite(path: Path) -> str:
+    """Where to go instead of a diverged checkpoint: the newest finite epoch checkpoint of its run."""
+    folder = path.parent if path.parent.name == "checkpoints" else path.parent / "checkpoints"
+    for candidate in sorted(folder.glob("epoch-*.pt"), reverse=True):
+        try:
+            if candidate != path and _weights_finite(torch.load(candidate, map_location="cpu", weights_only=True)):
+                return f"use {candidate}, the newest finite one"
+        except Exception:  # noqa: BLE001 (a damaged candidate is skipped; the user is told about the good one)
+            continue
+    return "no earlier checkpoint of the run is finite: start again with a lower --lr-d/--lr-g"

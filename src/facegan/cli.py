@@ -50,13 +50,9 @@ def _add_train(subparsers) -> None:
     output.add_argument("--resume", metavar="RUN", help="continue a run: its folder, id or id prefix, a .pt, "
                                                          "or 'latest'")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    output.add_argument("--dry-run", action="store_true", help="print the resolved config, parameters, memory, "
+                        "steps and an ETA from a 3-step timing, and write nothing")
     p.set_defaults(func=_train)
-
-
-def train_options(args) -> dict:
-    """What the user typed on `facegan train`'s command line: dotted key (or shorthand) -> value."""
-    names = [declared.key for declared in OPTIONS] + list(SHORTHANDS)
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def resolve_train_args(args):
@@ -64,7 +60,8 @@ def resolve_train_args(args):
     from .config import load_config_file, resolve
     from .runs import resume_point
 
-    options = train_options(args)
+    names = [declared.key for declared in OPTIONS] + list(SHORTHANDS)  # dotted keys, as the flags' dest
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}  # what was typed
     if args.resume:
         if args.config or args.preset:
             raise FaceganError("--config and --preset do not mix with --resume: a resumed run keeps its own config")
@@ -77,10 +74,14 @@ def resolve_train_args(args):
 
 
 def _train(args) -> None:
+    from .estimate import dry_run_report
     from .train import train
 
     cfg, checkpoint, state = resolve_train_args(args)
-    train(cfg, out=args.out, resume_from=checkpoint, progress=not args.no_progress, state=state)
+    if args.dry_run:
+        print(dry_run_report(cfg))
+    else:
+        train(cfg, out=args.out, resume_from=checkpoint, progress=not args.no_progress, state=state)
 
 
 def _add_run_argument(p, what: str = "the generator") -> None:
@@ -330,6 +331,7 @@ def _add_study(subparsers) -> None:
                    help="Optuna storage shared by workers on several machines, e.g. postgresql://user:pw@host/db "
                         "(default: sqlite file DIR/study.db)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.add_argument("--dry-run", action="store_true", help="print each trial's steps and the total ETA; write nothing")
     q.set_defaults(func=_study)
     q = sub.add_parser("worker", help="one worker process (what run --jobs starts)",
                        description="Take waiting trials of a study until none is left; what 'study run --jobs' "
@@ -347,12 +349,14 @@ def _add_study(subparsers) -> None:
 
 def _study(args) -> None:
     from .study.report import write_report
-    from .study.runner import run_study, work
+    from .study.runner import dry_run_report, run_study, work
     from .study.spec import load_spec, write_example
 
     if args.study_command == "init":
         path = write_example(args.file)
         print(f"wrote {path}: run it with 'facegan study run {path} --out studies/{path.stem}'")
+    elif args.study_command == "run" and args.dry_run:
+        print(dry_run_report(load_spec(args.spec), args.jobs))
     elif args.study_command == "run":
         index = run_study(load_spec(args.spec), args.out, jobs=args.jobs, storage=args.storage,
                           progress=not args.no_progress)

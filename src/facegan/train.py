@@ -9,7 +9,6 @@ the same weights bit for bit.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -20,10 +19,11 @@ from . import checkpoints, distributed
 from .augment import augment
 from .config import TrainConfig
 from .data.batches import BatchSource
-from .data.prepare import PreparedData, prepare, summary
+from .data.prepare import PreparedData, prepare_for_training
 from .device import autocast_factory, check_fits, default_channels_last, resolve_amp, resolve_device
 from .ema import ema_beta
 from .errors import FaceganError, TrainingDiverged
+from .estimate import RunClock
 from .images import make_grid, plot_eval, plot_losses, save_grid, to_uint8
 from .interrupt import StopRequest
 from .losses import make_loss
@@ -77,7 +77,7 @@ class Trainer:
         self.planned_steps = planned_steps(cfg, self.batches.steps_per_epoch)
         if state is not None:
             self._restore(state)
-        self.tensorboard = None
+        self.tensorboard = self.clock = None  # the clock: the run's ETA (estimate.RunClock), set by train()
         if cfg.tensorboard and world.is_main:
             from .tblog import TensorBoardLog
             self.tensorboard = TensorBoardLog(self.run_folder.tensorboard_dir, purge_step=self.step or None)
@@ -86,9 +86,7 @@ class Trainer:
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "noise": self.noise.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        rng = {**checkpoints.global_rng_state(), "noise": self.noise.get_state()}
         return {
             "format": checkpoints.TRAINING_STATE, "config": self.cfg.to_dict(),
             "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
@@ -115,10 +113,8 @@ class Trainer:
         if self.cfg.lr_decay != "none" and state.get("planned_steps", self.planned_steps) != self.planned_steps:
             self.log(f"note: the learning-rate schedule now spans {self.planned_steps} steps "
                      f"(was {state['planned_steps']}): --epochs or --max-steps changed")
-        torch.set_rng_state(state["rng"]["torch"])
+        checkpoints.set_global_rng_state(state["rng"])
         self.noise.set_state(state["rng"]["noise"].to(self.noise.get_state().device))
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if self.step_in_epoch > self.batches.steps_per_epoch:
             raise FaceganError("the checkpoint's data position is past the end of an epoch of this data: "
                                "resume with the data the run was trained on")
@@ -130,6 +126,10 @@ class Trainer:
         self.run_folder.save_snapshot(checkpoints.generator_snapshot(self.generator, self.cfg, self.step, self.epoch,
                                                                      self.ema.module if self.ema else None))
         return last
+
+    def finite(self) -> bool:
+        """No NaN or inf in the weights (and their average): the check before every save."""
+        return checkpoints.all_finite([self.generator, self.discriminator, self.ema.module if self.ema else None])
 
     # --- outputs ----------------------------------------------------------------------------
     @property
@@ -221,6 +221,8 @@ class Trainer:
         with StopRequest() as stop:
             while self.epoch < cfg.epochs and stopped == "complete":
                 stopped = self._run_epoch(stop)
+        if stopped not in ("complete", "diverged") and not self.finite():
+            stopped = "diverged"
         if stopped not in ("complete", "diverged") and self.step != self._saved_step:  # an early stop: save it
             if self.window.steps:
                 self._log_window()
@@ -255,6 +257,8 @@ class Trainer:
         if reason == "diverged":
             return reason
         if self.step_in_epoch == per_epoch:
+            if not self.finite():  # NaN weights between log windows: never saved, never "complete"
+                return "diverged"
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
             if self.epoch % self.save_every == 0 or self.epoch == cfg.epochs:
                 if self.world.is_main:
@@ -296,7 +300,7 @@ class Trainer:
             self.evaluate()
         if main and cfg.sample_every and self.step % cfg.sample_every == 0 and mid_epoch:
             self.write_samples(f"step-{self.step:07d}")  # an epoch's end writes its own grid
-        if main and mid_epoch and self._checkpoint_due() and self.window.finite():  # never NaN over good
+        if main and mid_epoch and self._checkpoint_due() and self.finite():  # never a NaN state over a good one
             self.save_checkpoint(end_of_epoch=False)  # bounds what a kill can lose
             self._last_saved = time.monotonic()
         if self.step % cfg.log_every:
@@ -338,18 +342,21 @@ class Trainer:
         if self.world.is_main:
             self._record(row)
             self._alert(self.monitor.check_losses(row))
+        if self.clock:
+            self.clock.after_window(row)
         return row
 
 
 def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True, log=print,
-          cache_dir=None, state: dict | None = None, run_dir=None) -> Path:
+          cache_dir=None, state: dict | None = None, run_dir=None, eta: bool = True) -> Path:
     """Train a new run under `out`, or continue the one `resume_from` (a checkpoint file) belongs to.
 
     For resume, `cfg` must already be the checkpoint's config with any allowed changes applied
     (config.resume_config does that); `state` may pass the checkpoint already loaded. Under
     torchrun every process calls this; rank 0 writes. `run_dir` names the folder of a new run instead
-    of numbering one under `out` (a study's trials). Returns the run folder. A Ctrl-C stops after the
-    current step, saves, and then raises KeyboardInterrupt."""
+    of numbering one under `out` (a study's trials); `eta` prints the whole run's ETA first, from a
+    short timing. Returns the run folder. A Ctrl-C stops after the current step, saves, and then
+    raises KeyboardInterrupt."""
     # Everything that can be wrong with the input was checked when cfg was made, before a run folder exists.
     world, device = distributed.init(resolve_device(cfg.device))
     if not world.is_main:
@@ -361,15 +368,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
         if state is not None:
             require_training_state(state, resume_from)
             cfg = distributed.keep_global_batch(cfg, state.get("world_size", 1), world, log)
-        if not world.is_main:
-            distributed.barrier(world)  # rank 0 builds the data cache; the others then reuse it
-        prepared = prepare(cfg.data, cfg.model.image_size, cache_dir=cache_dir, progress=progress and world.is_main)
-        if world.is_main:
-            log(summary(prepared))
-            distributed.barrier(world)
-        if cfg.data.max_images and cfg.data.max_images < len(prepared.images):
-            log(f"training on the first {cfg.data.max_images} of {len(prepared.images)} images (--max-images)")
-            prepared = dataclasses.replace(prepared, images=prepared.images[:cfg.data.max_images])
+        prepared = prepare_for_training(cfg, world, cache_dir=cache_dir, progress=progress, log=log)
         run_dir = run_for_training(f"{run_name_of(cfg.data.source)}{cfg.model.image_size}", out, resume_from, world,
                                    run_dir)
         trainer = Trainer(cfg, run_dir, prepared, state=state, progress=progress, log=log, world=world, device=device)
@@ -377,6 +376,7 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
                                         if world.distributed else ""))
         log(f"device {trainer.device}, precision {'bf16 autocast' if trainer.precision == 'bf16' else 'fp32'}"
             + (" (--amp auto)" if cfg.amp == "auto" else ""))
+        trainer.clock = RunClock.begin(trainer, log) if world.is_main and eta else None
         with trainer.run_folder.lock() if world.is_main else contextlib.nullcontext():
             if world.is_main:
                 trainer.run_folder.write_config(trainer.cfg.to_dict())

@@ -312,3 +312,22 @@ def prepare_source(source: str, image_size: int, crop: int = 0, num_images: int 
         out = save_grid(prepared.images[:count], out)
         log(f"wrote a grid of {min(count, len(prepared.images))} prepared images to {out}")
     return prepared
+
+
+def prepare_for_training(cfg, world, cache_dir=None, progress: bool = True, log=print) -> PreparedData:
+    """The images a run trains on: rank 0 builds (or reuses) the cache and prints its summary while the
+    other processes wait, then they reuse it; --max-images keeps the first N."""
+    import dataclasses
+
+    from .. import distributed
+
+    if not world.is_main:
+        distributed.barrier(world)
+    prepared = prepare(cfg.data, cfg.model.image_size, cache_dir=cache_dir, progress=progress and world.is_main)
+    if world.is_main:
+        log(summary(prepared))
+        distributed.barrier(world)
+    if cfg.data.max_images and cfg.data.max_images < len(prepared.images):
+        log(f"training on the first {cfg.data.max_images} of {len(prepared.images)} images (--max-images)")
+        prepared = dataclasses.replace(prepared, images=prepared.images[:cfg.data.max_images])
+    return prepared

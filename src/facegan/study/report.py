@@ -37,18 +37,29 @@ def _fmt(key, value) -> str:
     return html.escape(str(value))
 
 
+def trial_folder(out: Path, entry: dict) -> Path:
+    """A study.json entry's run folder, never outside the study (study.json may have been edited)."""
+    root = Path(out).resolve()
+    path = (root / str(entry.get("run", ""))).resolve()
+    if path.parent != root:
+        raise FaceganError(f"{out}/study.json names a trial folder outside the study ({entry.get('run')!r}): "
+                           f"the file was edited or damaged; run 'facegan study run' again to rewrite it")
+    return path
+
+
 def _sample_grid(out: Path, entry: dict) -> Path | None:
     """The trial's last sample grid (an epochs view: the grid of its epoch)."""
-    samples = RunFolder(out / entry["run"]).samples_dir
+    samples = RunFolder(trial_folder(out, entry)).samples_dir
     if entry.get("view_of") and entry.get("factor") and entry["factor"].replace("-", "_") == "epochs":
         path = samples / f"epoch-{int(entry['settings'][entry['factor']]):04d}.png"
         return path if path.is_file() else None
-    grids = sorted(samples.glob("epoch-*.png"))
+    # The newest grid, whatever the trial's length: an epoch's, or a step's when it stopped mid-epoch.
+    grids = sorted(samples.glob("*.png"), key=lambda p: p.stat().st_mtime_ns)
     return grids[-1] if grids else None
 
 
 def _loss_rows(out: Path, entry: dict) -> list[dict]:
-    rows = RunFolder(out / entry["run"]).read_metrics("loss_d")
+    rows = RunFolder(trial_folder(out, entry)).read_metrics("loss_d")
     if entry.get("view_of") and entry.get("factor", "").replace("-", "_") == "epochs" and rows:
         last_epoch = int(entry["settings"][entry["factor"]])
         rows = [r for r in rows if r["epoch"] <= last_epoch + 1e-6]
@@ -142,7 +153,7 @@ def write_report(out) -> tuple[Path, Path]:
     for t in trials:  # the run folders are the truth: numbers as they are now
         if t.get("status") in ("done", "diverged"):
             view = int(t["settings"][t["factor"]]) if t.get("view_of") and t.get("factor") == "epochs" else None
-            t.update(summarise(out / t["run"], view))
+            t.update(summarise(trial_folder(out, t), view))
     base = ", ".join(f"{k} = {v}" for k, v in index["base"].items()) or "the defaults"
     done = sum(t.get("status") == "done" for t in trials)
     title = f"facegan study: {out.name}"

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import FaceganError
 from ..fileio import write_text_atomic
 from ..metric_names import STUDY_COLUMNS
-from .spec import StudySpec, Trial
+from .spec import StudySpec, Trial, folder_name
 
 HEARTBEAT_S, GRACE_S = 2, 8  # a worker silent for GRACE_S seconds is dead: its trial goes back in the queue
 
@@ -71,6 +71,19 @@ def enqueue_missing(study, spec: StudySpec) -> int:
     return len(missing)
 
 
+# Written into every trial folder facegan makes: the only folders a study ever deletes.
+TRIAL_MARK = ".facegan-trial"
+
+
+def trial_dir(out, name: str) -> Path:
+    """The folder of trial `name` (spec.folder_name), checked to lie inside the study's folder `out`."""
+    root = Path(out).resolve()
+    path = (root / folder_name(name)).resolve()
+    if path.parent != root:
+        raise FaceganError(f"trial {name!r} would be written outside the study's folder {root}: rename it")
+    return path
+
+
 def _steps_per_epoch(cfg) -> int:
     from ..data.prepare import prepare
     count = len(prepare(cfg.data, cfg.model.image_size).images)  # cached after the first trial
@@ -98,7 +111,7 @@ def run_trial(spec: StudySpec, trial: Trial, out: Path, log=print) -> dict:
     from ..train import TrainingDiverged, train
 
     cfg = trial_config(spec, trial)
-    run = RunFolder(Path(out) / trial.name)
+    run = RunFolder(trial_dir(out, trial.name))
     started = time.time()
     record = {"status": "done"}
     try:
@@ -107,17 +120,37 @@ def run_trial(spec: StudySpec, trial: Trial, out: Path, log=print) -> dict:
             if state["epoch"] < cfg.epochs:
                 log(f"trial {trial.name}: resuming at epoch {state['epoch']}, step {state['step']}")
                 train(resume_config(checkpoints.config_of(state), {}), resume_from=run.last_pt, progress=False,
-                      log=lambda *a: None, state=state)
+                      log=lambda *a: None, state=state, eta=False)
         else:
             if run.path.exists():  # killed before its first checkpoint: nothing in it is worth keeping
+                if not (run.path / TRIAL_MARK).is_file():
+                    raise FaceganError(f"{run.path} exists and was not made by facegan for this trial: move it "
+                                       f"away (facegan deletes only the trial folders it made)")
                 shutil.rmtree(run.path)
-            train(cfg, run_dir=run.path, progress=False, log=lambda *a: None)
+            run.path.mkdir(parents=True)
+            write_text_atomic(run.path / TRIAL_MARK, f"{trial.name}\n")
+            train(cfg, run_dir=run.path, progress=False, log=lambda *a: None, eta=False)
+        score_at_end(run, cfg)
     except TrainingDiverged as exc:
         record = {"status": "diverged", "reason": str(exc).split(":")[0] + ": losses became NaN or infinite"}
     except FaceganError as exc:
         record = {"status": "failed", "reason": str(exc)}
     record["wall_s"] = round(time.time() - started, 1)
     return record
+
+
+def score_at_end(run, cfg) -> None:
+    """Evaluate the trial's final generator unless its last evaluation already was at its last step:
+    a trial that stops inside its first epoch (--max-steps) is ranked too."""
+    from .. import checkpoints
+    from ..device import resolve_device
+    from ..metrics.evaluate import evaluate_checkpoint, parse_metrics
+
+    final_step = checkpoints.load(run.generator_pt)["step"]
+    evals = run.read_metrics("eval")
+    if not evals or evals[-1]["step"] < final_step:
+        evaluate_checkpoint(run.generator_pt, parse_metrics(cfg.eval_metrics), cfg.eval_samples,
+                            resolve_device(cfg.device), cfg.inception_weights or None)
 
 
 def _objective(spec: StudySpec, out: Path, log):
@@ -136,15 +169,16 @@ def _objective(spec: StudySpec, out: Path, log):
         record = run_trial(spec, by_name[name], out, log)
         for key, value in record.items():
             trial.set_user_attr(key, value)
-        summary = summarise(Path(out) / name)
+        summary = summarise(trial_dir(out, name))
         for key, value in summary.items():
             trial.set_user_attr(key, value)
         write_index(spec, out, trial.study)
         if record["status"] != "done":
             log(f"trial {name}: {record['status']} ({record['reason']})")
             raise optuna.TrialPruned(record["status"])
-        log(f"trial {name}: done in {record['wall_s']:.0f} s, SWD {summary.get('swd', float('nan')):.2f}, "
-            f"MS-SSIM {summary.get('msssim', float('nan')):.3f}")
+        scores = (f"SWD {summary['swd']:.2f}, MS-SSIM {summary['msssim']:.3f}" if "swd" in summary and
+                  "msssim" in summary else "not evaluated (no evaluation in metrics.jsonl; see eval_metrics)")
+        log(f"trial {name}: done in {record['wall_s']:.0f} s, {scores}")
         return summary.get("swd", float("inf"))
 
     return objective
@@ -191,6 +225,43 @@ def run_study(spec: StudySpec, out, jobs: int = 1, storage: str | None = None, l
     write_text_atomic(out / "spec.toml", Path(spec.path).read_text())
     _run_workers(spec, out, storage_url, jobs, study, progress)  # one process per job, even for one
     return write_index(spec, out, study)
+
+
+def dry_run_report(spec: StudySpec, jobs: int = 1) -> str:
+    """`facegan study run --dry-run`: every trial with its steps and ETA, from a 3-step timing of each
+    distinct network and recipe on the real device; nothing is written."""
+    import json
+
+    from ..device import resolve_device
+    from ..estimate import duration, plan_of, time_step
+
+    lines, rates, total = [f"study {Path(spec.path).name}: {len(spec.trials)} trials, {len(spec.trained)} to "
+                           f"train, {jobs} worker(s)"], {}, 0.0
+    for trial in spec.trials:
+        if trial.view_of:
+            lines.append(f"  {trial.name}: read from {trial.view_of}'s run (no training of its own)")
+            continue
+        cfg = spec.config(trial)
+        plan = plan_of(cfg)
+        speed_key = json.dumps({k: v for k, v in cfg.to_dict().items() if k not in _NOT_SPEED}, sort_keys=True)
+        if speed_key not in rates:
+            rates[speed_key] = time_step(cfg, resolve_device(cfg.device)).images_per_s
+        seconds = plan.steps * plan.global_batch / rates[speed_key]
+        total += seconds
+        lines.append(f"  {trial.name}: {plan.steps:,} steps ({plan.epochs:g} epochs of {plan.images:,} images), "
+                     f"about {duration(seconds)} at {rates[speed_key]:,.0f} images/s")
+    lines.append(f"total: about {duration(total)} of training, one trial at a time, plus an evaluation per epoch "
+                 f"({len(rates)} timing(s) of 3 steps); --jobs splits the CPU threads, so on one CPU it gains "
+                 f"little, and on several GPUs each worker takes one")
+    lines.append("dry run: nothing was written")
+    return "\n".join(lines)
+
+
+# Options that do not change a step's cost: trials differing only in these share one timing.
+_NOT_SPEED = {"data", "epochs", "max_steps", "seed", "log_every", "keep_checkpoints", "checkpoint_every",
+              "checkpoint_minutes", "num_samples", "sample_every", "save_every_epochs", "eval_every",
+              "eval_metrics", "eval_samples", "inception_weights", "tensorboard", "lr_d", "lr_g", "beta1", "beta2",
+              "momentum", "lr_decay", "lr_decay_start", "lr_decay_every", "lr_decay_gamma", "real_label"}
 
 
 def _finished(study) -> set[str]:
@@ -277,12 +348,12 @@ def write_index(spec: StudySpec, out, study=None) -> Path:
         if source in records:
             entry.update(records[source])
             # numbers from the run folder itself (the record's copy was taken when the trial ended)
-            entry.update(summarise(out / source, trial.epochs_view if trial.view_of else None))
+            entry.update(summarise(trial_dir(out, source), trial.epochs_view if trial.view_of else None))
             if trial.view_of:
                 entry["wall_s"] = None
         else:
             entry["status"] = "pending"
-        entry["run"] = source
+        entry["run"] = folder_name(source)
         trials.append(entry)
     index = {"spec": str(spec.path), "mode": spec.mode, "base": spec.base, "factors": spec.factors, "trials": trials}
     return write_text_atomic(out / "study.json", json.dumps(index, indent=2, default=str) + "\n")

@@ -7,6 +7,7 @@ Everything is checked, and every trial's config built, before any training start
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import math
 import re
@@ -30,6 +31,19 @@ def option_keys(name: str) -> str:
     """A `facegan train` option name ('conv-dim', 'lr', 'ema', 'num_images') -> the dotted config key
     (or shorthand) it sets, from the declarations in config.py."""
     return study_option_keys()[name.replace("-", "_")]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
+
+
+def folder_name(trial_name: str) -> str:
+    """The trial's folder under the study's: its name where that is a plain file name (lr=0.001), else
+    a slug of it plus a hash of the whole name, so that no spec value (a '/../victim' path, a
+    separator, a dot folder) can name a folder outside the study or clash with another trial's."""
+    slug = _UNSAFE.sub("_", trial_name).lstrip(".")[:80]
+    if slug == trial_name and trial_name:
+        return trial_name
+    return f"{slug or 'trial'}-{hashlib.sha256(trial_name.encode()).hexdigest()[:10]}"
 
 
 def _value_text(value) -> str:
