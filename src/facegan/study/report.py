@@ -73,8 +73,9 @@ def _plot_losses(out: Path, entries: list[dict], title: str, path: Path) -> Path
         rows = [r for r in _loss_rows(out, entry) if math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"])]
         if rows:
             steps = [r["step"] for r in rows]
-            axes[0].plot(steps, [r["loss_d"] for r in rows], label=entry["name"])
-            axes[1].plot(steps, [r["loss_g"] for r in rows], label=entry["name"])
+            style = {"marker": "o"} if len(rows) < 3 else {}  # a short trial logs one or two points: show them
+            axes[0].plot(steps, [r["loss_d"] for r in rows], label=entry["name"], **style)
+            axes[1].plot(steps, [r["loss_g"] for r in rows], label=entry["name"], **style)
     for ax, name in zip(axes, ("discriminator", "generator")):
         ax.set_title(f"{title}: {name} loss")
         ax.set_xlabel("step")
