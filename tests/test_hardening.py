@@ -340,3 +340,74 @@ def test_a_study_spec_cannot_write_or_delete_outside_its_folder(tmp_path, capsys
     record = run_trial(loaded, loaded.trials[0], tmp_path / "other")
     assert record["status"] == "failed" and "not made by facegan" in record["reason"]
     assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_the_run_lock_holds_when_six_processes_start_together(tmp_path):
+    """Issue 21: the lock file was created before its pid was written, so a second process read it
+    empty, called it stale and took it (two holders in 11 of 25 trials with 6 processes)."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    log = tmp_path / "held.log"
+    # each process imports, says it is ready, spins until all six are, then takes the lock at once
+    holder = ("import pathlib, sys, time; from facegan.runs import RunFolder; from facegan.errors import FaceganError\n"
+              "gate = pathlib.Path(sys.argv[1]); (gate / sys.argv[4]).touch()\n"
+              "while len(list(gate.iterdir())) < 6: pass\n"
+              "try:\n"
+              "    with RunFolder(sys.argv[2]).lock():\n"
+              "        t0 = time.time(); time.sleep(0.3)\n"
+              "        open(sys.argv[3], 'a').write(f'{t0} {time.time()}\\n')\n"
+              "except FaceganError:\n"
+              "    pass\n")
+    for round_ in range(2):
+        gate = tmp_path / f"gate{round_}"
+        gate.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", holder, str(gate), str(run), str(log), str(i)])
+                 for i in range(6)]
+        assert all(p.wait(timeout=120) == 0 for p in procs)
+    spans = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())
+    assert spans and all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+    # The race, made certain: a holder that has taken the lock but not yet written its pid (the old
+    # lock's window, which the old code read as an empty, stale lock and took over).
+    from facegan.errors import FaceganError
+    from facegan.runs import RunFolder
+    hold = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                             "fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                             "print('held', flush=True); time.sleep(30)", str(run / ".lock")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert hold.stdout.readline().strip() == "held" and (run / ".lock").read_text() == ""
+        with pytest.raises(FaceganError, match="being trained by process"):
+            with RunFolder(run).lock():
+                pass
+        assert (run / ".lock").exists()  # and the holder's file was left alone
+    finally:
+        hold.kill()
+        hold.wait()
+
+
+def test_empty_resume_and_data_are_refused_not_silently_taken(tmp_path, capsys):
+    assert "--resume '' names no run" in one_line_error(capsys, "train", "--resume", "", "--out", tmp_path)
+    assert "--data '' names no data" in one_line_error(capsys, "train", *TINY, "--data", "", "--out", tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_output_writes_never_replace_special_files(tmp_path, capsys):
+    import os
+
+    from facegan.errors import FaceganError
+    from facegan.fileio import write_text_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(FaceganError, match="not a regular file"):
+        write_text_atomic(fifo, "x")
+    with pytest.raises(FaceganError, match="not a regular file"):
+        write_text_atomic(tmp_path, "x")  # a folder
+    assert fifo.is_fifo() and not fifo.is_file()
+    grid = tmp_path / "pipe.png"  # `facegan generate --out` onto a FIFO: refused in one line, left as it was
+    os.mkfifo(grid)
+    assert "not a regular file" in one_line_error(capsys, "generate", trained_run(tmp_path), "--out", grid)
+    assert grid.is_fifo()

@@ -204,3 +204,24 @@ def test_dry_runs_print_the_plan_and_write_nothing(tmp_path, capsys, monkeypatch
     assert '"conv_dim": 8' in text and "parameters: G " in text and "memory: about" in text
     assert "3 epochs, 36 steps: about" in text and "images/s (3 steps timed on cpu)" in text
     assert not out.exists() and (not cache.exists() or not any(cache.rglob("*")))  # nothing written
+
+
+def test_report_escapes_every_value_and_runs_no_script(tmp_path, browser):
+    """Issue 21: a spec value holding markup lands in report.html as text, and the page's
+    Content-Security-Policy would stop any script that slipped through."""
+    from facegan.study.report import write_report
+    hostile = "<img src=x onerror=document.title='pwned'>"
+    out = tmp_path / "out"
+    out.mkdir()
+    trial = {"name": f"lr={hostile}", "factor": "lr", "settings": {"lr": hostile}, "view_of": None,
+             "status": "failed", "reason": hostile, "run": "lr_img_src_x-0123456789"}
+    (out / "study.json").write_text(json.dumps({"spec": "t.toml", "mode": "grid", "base": {"data": hostile},
+                                                "factors": {"lr": [hostile]}, "trials": [trial]}))
+    html_path, _ = write_report(out)
+    page = html_path.read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=" in page
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert all(p.resolve().parent == (out / "report").resolve() for p in (out / "report").iterdir())
+    browser.get(html_path.as_uri())
+    assert browser.title == "facegan study: out"  # the onerror never ran
+    assert hostile in browser.find_element("tag name", "body").text  # shown as text

@@ -62,7 +62,7 @@ def resolve_train_args(args):
 
     names = [declared.key for declared in OPTIONS] + list(SHORTHANDS)  # dotted keys, as the flags' dest
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}  # what was typed
-    if args.resume:
+    if args.resume is not None:  # '' too: resume_point refuses it rather than start a new run
         if args.config or args.preset:
             raise FaceganError("--config and --preset do not mix with --resume: a resumed run keeps its own config")
         return resume_point(args.resume, args.out, expand_shorthands(options), log=print)

@@ -169,6 +169,9 @@ class DataConfig:
 
     def __post_init__(self):
         validate_declared(self)
+        if not self.source.strip():  # "" would be the current folder, searched recursively
+            raise FaceganError("--data '' names no data: pass a folder or .zip of face images, or leave --data "
+                               "out for the built-in faces")
 
 
 @dataclass(frozen=True)

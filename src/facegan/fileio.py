@@ -46,6 +46,9 @@ def atomic_write(path, mode: str = "wb", fsync: bool = False, suffix: str = "", 
     Yields the open file, or, with mode=None, the temporary path for writers that take a name.
     A full disk is one clear error naming the folder (and `needed` bytes, when the caller knows)."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a rename would turn a device, FIFO or socket into a file
+        raise FaceganError(f"{path} is not a regular file (a folder, device, FIFO or socket): refusing to replace "
+                           f"it; write to a file path instead")
     tmp = temp_path(path, suffix)
     try:
         if mode is None:

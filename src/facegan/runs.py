@@ -37,6 +37,31 @@ def _pid_in(path: Path) -> int | None:
         return None
 
 
+def _take_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive flock on `path` with our pid in it, or None when a live
+    process holds it. The kernel drops a killed holder's flock, so there is no stale state to judge,
+    and the pid is written under the lock, so nobody reads a half-made lock as free. A lock file
+    unlinked by its releasing holder between our open and our flock is a dead inode: open again."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -129,24 +154,17 @@ class RunFolder:
         """Hold RUN/.lock while training writes here: a second process refuses, naming the holder;
         a lock left by a killed process is stale and is taken over (with its dead temporary files)."""
         path = self.path / ".lock"
-        while True:
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                break
-            except FileExistsError:
-                holder = _pid_in(path)
-                if holder is not None and _alive(holder):
-                    raise FaceganError(f"run folder {self.path} is being trained by process {holder}: wait for it to "
-                                       f"finish, or stop it (Ctrl-C) and resume then") from None
-                path.unlink(missing_ok=True)  # stale: its process is gone
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        fd = _take_lock(path)
+        if fd is None:
+            holder = _pid_in(path)
+            raise FaceganError(f"run folder {self.path} is being trained by process {holder or 'another'}: wait for "
+                               f"it to finish, or stop it (Ctrl-C) and resume then")
         self._remove_dead_temp_files()
         try:
             yield self
         finally:
-            if _pid_in(path) == os.getpid():
-                path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # while still holding it, so a waiter re-checks the inode
+            os.close(fd)
 
     def _remove_dead_temp_files(self) -> None:
         """Temporary files a killed writer left (.last.pt.tmp1234): never valid, never cleaned up otherwise."""
@@ -360,6 +378,8 @@ def resume_point(resume: str, out, options: dict, log=print):
     options that may change on resume applied; any other option is a clear error."""
     from .config import resume_config
 
+    if not resume.strip():
+        raise FaceganError("--resume '' names no run: pass a run folder, id, .pt file or 'latest'")
     checkpoint = resolve_checkpoint(resume, out, log=log)
     state = checkpoints.load(checkpoint)
     log(f"resuming from {checkpoint}")

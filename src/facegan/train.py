@@ -300,7 +300,8 @@ class Trainer:
             self.evaluate()
         if main and cfg.sample_every and self.step % cfg.sample_every == 0 and mid_epoch:
             self.write_samples(f"step-{self.step:07d}")  # an epoch's end writes its own grid
-        if main and mid_epoch and self._checkpoint_due() and self.finite():  # never a NaN state over a good one
+        # Never a NaN state over a good one: neither NaN losses since the last row nor NaN weights.
+        if main and mid_epoch and self._checkpoint_due() and self.window.finite() and self.finite():
             self.save_checkpoint(end_of_epoch=False)  # bounds what a kill can lose
             self._last_saved = time.monotonic()
         if self.step % cfg.log_every:

@@ -20,6 +20,7 @@ from ..images import _pyplot, _save_figure
 from ..metric_names import STUDY_COLUMNS
 from ..runs import RunFolder
 from .runner import summarise
+from .spec import folder_name
 
 METRIC = "swd"  # what "best" means: the lowest SWD (x1e3) against the training images
 COLUMNS = [("status", "status"), ("loss_d", "final D loss"), ("loss_g", "final G loss"),
@@ -120,10 +121,11 @@ def _table(entries: list[dict], best: str | None, extra: list[str] = ()) -> tupl
     head = ["setting", *extra, *(t for _, t in shown)]
     html_rows, md_rows = [], []
     for e in entries:
+        # Every value from the spec or a run is text, escaped: a spec value may hold markup.
         mark = " ★ best" if e["name"] == best else ""
-        reason = f" ({e['reason']})" if e.get("reason") else ""
-        view = f" (read from {e['view_of']})" if e.get("view_of") else ""
-        cells = [e["name"] + mark, *(_fmt(k, e["settings"].get(k)) for k in extra),
+        reason = f" ({html.escape(str(e['reason']))})" if e.get("reason") else ""
+        view = f" (read from {html.escape(str(e['view_of']))})" if e.get("view_of") else ""
+        cells = [html.escape(str(e["name"])) + mark, *(_fmt(k, e["settings"].get(k)) for k in extra),
                  *(_fmt(k, e.get(k)) + (reason if k == "status" else "") for k, _ in shown)]
         cells[0] += view
         html_rows.append("<tr" + (" class='best'" if mark else "") + ">" + "".join(f"<td>{c}</td>" for c in cells)
@@ -135,6 +137,9 @@ def _table(entries: list[dict], best: str | None, extra: list[str] = ()) -> tupl
     return html_table, md_table
 
 
+# No scripts, no fetches: the page shows inline pictures and its own style, whatever the values in it.
+_CSP = ("<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'\">")
 _STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}
 th{background:#f3f3f3}tr.best td{background:#fff6d5;font-weight:600}.grids{display:flex;flex-wrap:wrap;gap:12px}
@@ -158,7 +163,7 @@ def write_report(out) -> tuple[Path, Path]:
     base = ", ".join(f"{k} = {v}" for k, v in index["base"].items()) or "the defaults"
     done = sum(t.get("status") == "done" for t in trials)
     title = f"facegan study: {out.name}"
-    html_parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    html_parts = [f"<!doctype html><html><head><meta charset='utf-8'>{_CSP}<title>{html.escape(title)}</title>"
                   f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
                   f"<p>{len(trials)} settings ({done} done), {html.escape(index['mode'])} study around "
                   f"<code>{html.escape(base)}</code>. Best = lowest SWD (×10³) against the training images; "
@@ -181,10 +186,12 @@ def write_report(out) -> tuple[Path, Path]:
         heading = f"Factor: {factor}" if factor else "Trials, best first"
         extra = [] if factor else list(index["factors"])
         table_html, table_md = _table(entries, best, extra)
-        losses = _plot_losses(out, entries, factor or "trials", pictures / f"{slug}-losses.png")
-        metric_plots = ([_plot_metric(entries, values, factor, pictures / f"{slug}-metric.png")] if factor else
-                        [_plot_metric(entries, [e["settings"][k] for e in entries], k, pictures / f"metric-vs-{k}.png",
-                                      scatter=True) for k in index["factors"]])
+        losses = _plot_losses(out, entries, factor or "trials", pictures / f"{folder_name(slug)}-losses.png")
+        metric_plots = ([_plot_metric(entries, values, factor, pictures / f"{folder_name(slug)}-metric.png")]
+                        if factor else
+                        [_plot_metric(entries, [e["settings"][k] for e in entries], k,
+                                      pictures / f"metric-vs-{folder_name(k)}.png", scatter=True)
+                         for k in index["factors"]])
         html_parts += [f"<h2>{html.escape(heading)}</h2>", table_html]
         md_parts += [f"\n## {heading}\n", table_md + "\n"]
         if factor and factor.replace("-", "_") == "epochs":
@@ -198,7 +205,8 @@ def write_report(out) -> tuple[Path, Path]:
             html_parts.append(f"<figure>{_inline(grid, e['name'], 260)}"
                               f"<figcaption>{html.escape(label)}</figcaption></figure>")
             if grid:
-                copy = pictures / f"{slug}-{e['name'].replace('=', '_').replace(',', '_')}.png"
+                plain = folder_name(e["name"]).replace("=", "_").replace(",", "_")
+                copy = pictures / f"{folder_name(slug)}-{plain}.png"
                 copy.write_bytes(grid.read_bytes())
                 md_parts.append(f"![{e['name']}](report/{copy.name}) ")
         html_parts.append("</div>")
