@@ -80,7 +80,8 @@ def _plot_losses(out: Path, entries: list[dict], title: str, path: Path) -> Path
     for ax, name in zip(axes, ("discriminator", "generator")):
         ax.set_title(f"{title}: {name} loss")
         ax.set_xlabel("step")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # no legend for a factor whose trials logged nothing
+            ax.legend(fontsize=8)
     return _save_figure(fig, path)
 
 
