@@ -111,6 +111,7 @@ def generator_snapshot(generator, cfg: TrainConfig, step: int, epoch: int, ema=N
         snapshot["generator_ema"] = ema.state_dict()
     return snapshot
 
+
 def global_rng_state() -> dict:
     """torch's global random state, CPU and every CUDA device: what training states save and timings restore."""
     state = {"torch": torch.get_rng_state()}

@@ -6,7 +6,7 @@ part of facegan needs to know about it (as EDM's train.py declares each click op
 The declaration holds the default, the help text, the --help group, the range or choices, whether it
 may change on resume, and the value that reproduces checkpoints made before the option existed.
 From it are generated: `facegan train`'s argparse flags (cli.py), the range and choice checks of the
-config (config.validate_declared), the resume check, the defaults for old checkpoints, old names,
+config (validate_declared, below), the resume check, the defaults for old checkpoints, old names,
 and the option names a study spec accepts (config.py). A new option is one field.
 """
 
@@ -38,7 +38,7 @@ class Option:
     before: Any = NOT_OLD        # value in checkpoints made before the option existed
     aliases: tuple = ()          # old names that keep working: flags and config keys (without dashes)
     in_studies: bool = True      # a study spec may set it (False: the study itself decides, e.g. device)
-    key: str = ""                # dotted config key, filled in by config.declared_options()
+    key: str = ""                # dotted config key, filled in by options_of()
     kind: str = ""               # the field's type as written: int, float, str, bool, bool | None
 
     @property
