@@ -2,14 +2,16 @@
 2 cores; >= 50,000 images/s batches from the cache; peak RSS within ~cache size + 1 GB on 200k images).
 
     python benchmarks/data_speed.py prepare [--count 6000] [--crop 178]
-    python benchmarks/data_speed.py batches [--images 200000] [--batch-size 128] [--augment LIST]
+    python benchmarks/data_speed.py batches [--images 200000] [--batch-size 128] [--augment LIST] [--balance]
 
 `prepare` makes CelebA-shaped JPEGs (178x218, quality 90) from the built-in renderer once, under
 $TMPDIR, then times a cold `prepare` of them with all cores. `batches` writes a uint8 cache of
 --images 64x64 faces (tiled renderer output), then runs one full shuffled epoch through
 BatchSource exactly as training does and reports images/s and the process's peak RSS. With
 --augment (e.g. brightness,contrast,rotate,translate) each batch also goes through augment(), as the
-training loop does, so the rate shows what the augmentations cost next to a training step.
+training loop does, so the rate shows what the augmentations cost next to a training step. With
+--balance the epochs are drawn as `--balance skin` draws them (weighted, with replacement), after
+measuring every image's skin tone once as `facegan data audit` does; both costs are printed.
 """
 
 import argparse
@@ -73,8 +75,19 @@ def bench_batches(args) -> None:
     size_gb = path.stat().st_size / 2 ** 30
     try:
         images = np.memmap(path, dtype=np.uint8, mode="c", shape=(args.images, 64, 64, 3))
+        weights, balance_note = None, ""
+        if args.balance:
+            from facegan.data.balance import balance_weights
+            from facegan.skin_tone import BANDS, band_of, image_ita
+
+            start = time.perf_counter()
+            labels = band_of(image_ita(images))
+            audit_seconds = time.perf_counter() - start
+            weights, _ = balance_weights(labels, list(BANDS), 10.0)
+            balance_note = (f", --balance skin (measuring {args.images:,} skin tones: {audit_seconds:.1f} s, once "
+                            f"per cache)")
         source = BatchSource(images, args.batch_size, torch.device("cpu"), seed=0, flip=True,
-                             memory_format=torch.channels_last)
+                             memory_format=torch.channels_last, weights=weights)
         noise = torch.Generator().manual_seed(0)
         seen = source.steps_per_epoch * args.batch_size
         rates = []
@@ -89,7 +102,7 @@ def bench_batches(args) -> None:
             rates.append(seen / (time.perf_counter() - start))
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
         print(f"batches: shuffled epochs of {seen:,} images 64x64, batch {args.batch_size}, flips on"
-              f"{', augment ' + args.augment if names else ''}: "
+              f"{', augment ' + args.augment if names else ''}{balance_note}: "
               f"first epoch {rates[0]:,.0f} images/s, second {rates[1]:,.0f} images/s; cache {size_gb:.2f} GiB, "
               f"peak RSS {peak_gb:.2f} GiB (mapped cache pages count towards RSS; no second copy)")
     finally:
@@ -107,6 +120,7 @@ def main():
     b.add_argument("--images", type=int, default=200_000)
     b.add_argument("--batch-size", type=int, default=128)
     b.add_argument("--augment", default="", help="comma list as for facegan train --augment")
+    b.add_argument("--balance", action="store_true", help="draw the epochs as --balance skin does")
     b.set_defaults(func=bench_batches)
     args = parser.parse_args()
     args.func(args)

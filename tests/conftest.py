@@ -5,6 +5,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +107,44 @@ def browser():
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A throw-away PostgreSQL cluster on a Unix socket (initdb + pg_ctl), stopped after the session; its URL.
+
+    PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres` user Debian's package
+    makes. Skips, saying why, where the server programs are missing (.ci/run installs them with apt-get)."""
+    import pwd
+    import subprocess
+
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver is not installed (pip install -e '.[study]')")
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not (initdb and pg_ctl):
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if candidates:
+            initdb, pg_ctl = str(candidates[-1]), str(candidates[-1].with_name("pg_ctl"))
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (.ci/run installs Debian's postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="facegan-pg-"))
+    run_as = []
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the PostgreSQL server as")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", closed_port()
+    subprocess.run([*run_as, initdb, "-D", str(data), "-U", "facegan", "--auth", "trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    options = f"-k {root} -p {port} -c listen_addresses=''"
+    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run([*run_as, str(Path(initdb).resolve().with_name("createdb")), "-h",
+                        str(root), "-p", str(port), "-U", "facegan", "studies"], check=True, capture_output=True)
+        yield f"postgresql+psycopg2://facegan@/studies?host={root}&port={port}"
+    finally:
+        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -60,6 +60,15 @@ def test_resume_single_process_run_on_two_processes(tmp_path, single_two_epochs)
     assert_close_states(single_two_epochs, final_state(tmp_path))
 
 
+def test_balanced_batches_are_the_same_global_stream_on_two_processes(tmp_path):
+    """--balance skin draws one weighted global order that ranks slice: 2 x 16 must match 1 x 32."""
+    balanced = [*TINY, "--no-batchnorm", "--balance", "skin", "--skin-mix", "0.7,0.2,0.1", "--epochs", "1"]
+    assert main(["train", *balanced, "--batch-size", "32", "--out", str(tmp_path / "one")]) == 0
+    output = torchrun(*balanced, "--batch-size", "16", "--out", tmp_path / "two")
+    assert "--balance skin: draws per group" in output
+    assert_close_states(final_state(tmp_path / "one"), final_state(tmp_path / "two"))
+
+
 def test_resume_two_process_run_in_one_process_with_batchnorm(tmp_path, capsys):
     output = torchrun(*TINY, "--batch-size", "16", "--epochs", "1", "--out", tmp_path)
     assert "parameters identical across 2 ranks" in output

@@ -182,3 +182,26 @@ def test_unknown_or_missing_dataset_names(tmp_path):
         prepare(DataConfig(source="celeba"), 32, cache_dir=tmp_path)
     with pytest.raises(FaceganError, match="unknown dataset"):
         dl.download("imagenet", tmp_path)
+
+
+def test_celeba_download_fetches_its_attribute_file_and_survives_without_it(server, zip_bytes, tmp_path):
+    attributes = b"2\nMale Smiling\n000000.png 1 -1\n000001.png -1 1\n"
+    extras = (("list_attr_celeba.txt", "unused", hashlib.md5(attributes).hexdigest()),)
+    info = dataclasses.replace(dl.DATASETS["celeba"], md5=hashlib.md5(zip_bytes).hexdigest(), expected_images=0,
+                               extras=extras)
+    server.routes["/c.zip"] = ("application/zip", zip_bytes, "")
+    server.routes["/attr.txt"] = ("text/plain", attributes, "")
+    lines = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(dl.DATASETS, "celeba", info)
+        folder = dl.download("celeba", tmp_path / "a", url=server.url + "/c.zip", progress=False, log=lines.append,
+                             extra_urls={"list_attr_celeba.txt": server.url + "/attr.txt"})
+        assert (folder / "list_attr_celeba.txt").read_bytes() == attributes
+        assert "downloaded list_attr_celeba.txt beside the images" in lines
+        # A missing attribute file is one warning; the images are still ready.
+        lines.clear()
+        folder = dl.download("celeba", tmp_path / "b", url=server.url + "/c.zip", progress=False, log=lines.append,
+                             extra_urls={"list_attr_celeba.txt": server.url + "/gone.txt"})
+        assert len(list(folder.rglob("*.png"))) == 4 and not (folder / "list_attr_celeba.txt").exists()
+        assert any(line.startswith("warning: list_attr_celeba.txt was not downloaded (download of") and "404" in line
+                   for line in lines), lines

@@ -53,3 +53,56 @@ def test_bf16_step_trains_the_same_model_up_to_rounding():
             moves.append((fp32.generator.state_dict()[name] - before).abs().mean())
             gaps.append((bf16.generator.state_dict()[name] - fp32.generator.state_dict()[name]).abs().mean())
     assert torch.stack(gaps).mean() < 0.25 * torch.stack(moves).mean()
+
+
+class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
+    """Every aten op run inside, with the dtypes of its tensor arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        dtypes = [a.dtype for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        self.ops.append((func.overloadpacket.__name__, dtypes))
+        return func(*args, **(kwargs or {}))
+
+
+def _default_recipe_steps(amp: str, steps: int = 2):
+    """Ops of `steps` whole steps of the default recipe (spectral norm, EMA, instance noise, hinge) after a
+    warm-up step, as the training loop runs them."""
+    import tempfile
+    from pathlib import Path
+
+    from facegan.bench import RecipeStep
+    from facegan.config import resolve
+
+    cfg, _ = resolve({"model.conv_dim": 8, "model.z_size": 16, "batch_size": 8, "amp": amp,
+                      "instance_noise_steps": 1000})
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = RecipeStep(cfg, torch.device("cpu"), Path(tmp))
+        runner.steps(1)
+        log = _OpLog()
+        with log:
+            for _ in range(steps):
+                runner.trainer._train_on(next(runner._batches))
+    return log.ops
+
+
+HEAVY = ("convolution", "convolution_backward", "mm", "addmm", "bmm", "linear")
+
+
+def test_the_bf16_step_runs_no_fp32_convolution_or_matmul_and_no_host_sync():
+    """The speed guard of the default recipe: in the bf16 step every convolution and matrix product (forward
+    and backward, G and D, spectral norm's included) takes bf16 operands, and nothing inside the step waits
+    for the device (.item(), a Python bool of a tensor). Breaking either (an fp32 cast before a conv, a sync
+    per step) fails here without any timing."""
+    ops = _default_recipe_steps("bf16")
+    heavy = [(name, dtypes) for name, dtypes in ops if name in HEAVY]
+    assert len(heavy) > 20  # G and D forward and backward, both steps: the guard sees the real work
+    fp32 = [(name, dtypes) for name, dtypes in heavy if torch.float32 in dtypes]
+    assert not fp32, f"fp32 operands in the bf16 step: {fp32[:5]}"
+    syncs = [name for name, _ in ops if name in ("_local_scalar_dense", "item", "is_nonzero")]
+    assert not syncs, f"host syncs inside the step: {syncs}"
+    # The same guard sees fp32 where fp32 is asked for, so it is not blind.
+    assert any(torch.float32 in dtypes for name, dtypes in _default_recipe_steps("off") if name in HEAVY)

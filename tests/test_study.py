@@ -45,12 +45,13 @@ def facegan(*argv, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def completed(db: Path) -> dict:
-    """trial name -> how many times it completed, read from the storage."""
+def completed(db) -> dict:
+    """trial name -> how many times it completed, read from the storage (an SQLite file or a URL)."""
     import optuna
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
     counts = {}
-    for summary in optuna.get_all_study_summaries(f"sqlite:///{db}"):
-        study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{db}")
+    for summary in optuna.get_all_study_summaries(url):
+        study = optuna.load_study(study_name=summary.study_name, storage=url)
         for t in study.get_trials(deepcopy=False):
             if t.state == optuna.trial.TrialState.COMPLETE:
                 counts[t.params["trial"]] = counts.get(t.params["trial"], 0) + 1
@@ -127,12 +128,23 @@ def test_grid_killed_midway_then_rerun_finishes_without_repeating_and_reports(tm
 
 
 def test_two_workers_share_one_storage_and_a_killed_ones_trial_is_finished(tmp_path):
+    _two_workers_one_killed(tmp_path, storage=None)
+
+
+def test_two_workers_on_a_real_postgresql_server(tmp_path, postgres_url, capsys):
+    """Studies across machines: the same kill test against PostgreSQL (a throw-away cluster), then the report."""
+    _two_workers_one_killed(tmp_path, storage=postgres_url)
+    assert main(["study", "report", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.html").stat().st_size > 1000
+
+
+def _two_workers_one_killed(tmp_path, storage):
     from facegan.study.runner import default_storage, enqueue_missing, open_study, study_name
     from facegan.study.spec import load_spec
     text = BASE + "[grid]\nseed = [1, 2, 3]\n"
     spec_path, out = write(tmp_path, text), tmp_path / "out"
     out.mkdir()
-    storage = default_storage(out)
+    storage = storage or default_storage(out)
     enqueue_missing(open_study(storage, study_name(out)), load_spec(spec_path))
     workers = [facegan("study", "worker", spec_path, "--out", out, "--storage", storage, "--threads", "1")
                for _ in range(2)]
@@ -142,7 +154,7 @@ def test_two_workers_share_one_storage_and_a_killed_ones_trial_is_finished(tmp_p
     os.killpg(workers[0].pid, signal.SIGKILL)  # mid-trial
     output, _ = workers[1].communicate(timeout=300)
     assert workers[1].returncode == 0, output
-    counts = completed(out / "study.db")
+    counts = completed(storage if not storage.startswith("sqlite") else out / "study.db")
     assert counts == {f"seed={i}": 1 for i in (1, 2, 3)}  # none lost, none run twice
     index = json.loads((out / "study.json").read_text())
     assert all(t["status"] == "done" for t in index["trials"])
@@ -225,3 +237,61 @@ def test_report_escapes_every_value_and_runs_no_script(tmp_path, browser):
     browser.get(html_path.as_uri())
     assert browser.title == "facegan study: out"  # the onerror never ran
     assert hostile in browser.find_element("tag name", "body").text  # shown as text
+
+
+def test_a_trial_that_failed_on_a_full_disk_is_retried_and_the_report_says_why(tmp_path, monkeypatch, capsys):
+    import facegan.train
+    from facegan.errors import StorageFull
+    from facegan.study.runner import default_storage, enqueue_missing, open_study, study_name, work
+    from facegan.study.spec import load_spec
+
+    spec_path, out = write(tmp_path, BASE.replace("epochs = 2", "epochs = 1") + "[grid]\nseed = [1]\n"), tmp_path / "o"
+    out.mkdir()
+    spec, storage = load_spec(spec_path), default_storage(out)
+    enqueue_missing(open_study(storage, study_name(out)), spec)
+
+    def full_disk(*args, **kwargs):
+        raise StorageFull("no space left to write in /runs (0 MiB free): free some space")
+
+    monkeypatch.setattr(facegan.train, "train", full_disk)
+    work(spec, out, storage, log=lambda *a: None)  # the worker, in this process: its trial fails
+    (entry,) = json.loads((out / "study.json").read_text())["trials"]
+    assert entry["status"] == "failed" and "no space left" in entry["reason"] and entry["retry"] is True
+    monkeypatch.undo()  # space freed: the next `study run` retries it (in a worker process of its own)
+    assert main(["study", "run", str(spec_path), "--out", str(out), "--no-progress"]) == 0
+    assert "retrying 1 failed trial(s): seed=1" in capsys.readouterr().out
+    (entry,) = json.loads((out / "study.json").read_text())["trials"]
+    assert entry["status"] == "done"
+    assert completed(out / "study.db") == {"seed=1": 1}
+
+
+def test_killing_the_study_parent_ends_its_workers(tmp_path):
+    """kill -9 of `study run` itself (not its process group): its worker must not go on training the study."""
+    spec_path, out = write(tmp_path, BASE + "[grid]\nseed = [1, 2, 3]\n"), tmp_path / "out"
+    parent = facegan("study", "run", spec_path, "--out", out, "--no-progress")
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline and not (workers and any(p.name.startswith("seed=") for p in out.iterdir())):
+        time.sleep(0.2)
+        workers = _children(parent.pid) if out.exists() else []
+    assert workers, "the study started no worker"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_running(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _running(pid)], "a worker outlived its study"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

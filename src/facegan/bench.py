@@ -184,3 +184,67 @@ def report(result: BenchResult, label: str) -> str:
                      f"{rate * cost / result.roofline_gflops:>13.0%}")
     lines.append(f"ratio facegan / textbook: {result.ratio:.2f}x")
     return "\n".join(lines)
+
+
+class RecipeStep:
+    """A whole `facegan train` step of a resolved config, as the training loop runs it: the Trainer's own
+    batch path (uint8 gather, flips), z draw, D input policy (instance noise, DiffAugment, lazy R1),
+    spectral norm, loss, both optimiser steps and the EMA update; only logging and saving are left out."""
+
+    def __init__(self, cfg, device: torch.device, run_dir):
+        from .data.prepare import PreparedData
+        from .train import Trainer
+
+        images = render_faces(range(cfg.batch_size * 4), size=cfg.model.image_size)
+        prepared = PreparedData(images, {"checksum": ""}, run_dir / "bench.u8", reused=True)
+        self.trainer = Trainer(cfg, run_dir, prepared, progress=False, log=lambda *a: None, device=device)
+        self.batch_size = cfg.batch_size
+        self._epoch = 0
+        self._batches = iter(())
+        self.stats = None
+
+    def steps(self, count: int) -> None:
+        for _ in range(count):
+            real = next(self._batches, None)
+            if real is None:
+                self._batches = self.trainer.batches.epoch(self._epoch, self.trainer.noise)
+                self._epoch += 1
+                real = next(self._batches)
+            stats = self.trainer._train_on(real)
+            self.stats = stats if self.stats is None else self.stats + stats
+        self.stats.tolist()  # the one host sync, as the loop does at a log step
+
+
+class TextbookSteps:
+    """The textbook step on the paper's networks, fed ready float batches (its DataLoader is not timed)."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, device: torch.device):
+        torch.manual_seed(0)
+        generator, discriminator = build_models(cfg)
+        self.runner = TextbookDCGAN(generator.to(device), discriminator.to(device))
+        images = render_faces(range(batch_size * 4), size=cfg.image_size)
+        source = BatchSource(images, batch_size, device, seed=0, flip=False)
+        self.ready = [source.to_float(source.images[i * batch_size:(i + 1) * batch_size]).contiguous()
+                      for i in range(4)]
+        self.batch_size, self.z_size, self.device = batch_size, cfg.z_size, device
+
+    def steps(self, count: int) -> None:
+        for i in range(count):
+            self.runner.step(self.ready[i % 4], torch.randn(self.batch_size, self.z_size, 1, 1, device=self.device))
+
+
+def alternate(runners: dict, steps: int, repeats: int, warmup: int, device, log=print) -> dict[str, list[float]]:
+    """images/s of each runner per repeat, the runners taking turns within every repeat so that drift
+    on a shared machine hits all of them alike; warm-up (and any compilation) excluded."""
+    for runner in runners.values():
+        runner.steps(warmup)
+    _sync(device)
+    rates = {name: [] for name in runners}
+    for repeat in range(repeats):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            runner.steps(steps)
+            _sync(device)
+            rates[name].append(runner.batch_size * steps / (time.perf_counter() - start))
+        log(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{n} {r[-1]:,.1f}" for n, r in rates.items()))
+    return rates

@@ -9,6 +9,7 @@ with weights_only=True: opening a checkpoint somebody sent you never runs code.
 from __future__ import annotations
 
 import pickle
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -70,10 +71,12 @@ def load(path, map_location="cpu") -> dict:
         if "Unsupported global" in str(exc):
             raise FaceganError(f"refusing to load {path}: it holds Python objects or code, not only tensors, "
                                f"so it is not a facegan checkpoint") from None
-        raise FaceganError(f"{path} is not a facegan checkpoint (not a PyTorch file at all): "
-                           f"pass a run folder, last.pt or generator.pt") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120] or type(exc).__name__
+        detail = " ".join(str(exc).split())[:100]
+        raise FaceganError(f"refusing to load {path}: torch's safe loader rejected it ({detail}), so it is not a "
+                           f"facegan checkpoint; pass a run folder, last.pt or generator.pt") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, RecursionError,
+            MemoryError, zipfile.BadZipFile) as exc:  # torch's unpickler meeting text or a damaged archive
+        detail = " ".join(str(exc).split())[:120] or type(exc).__name__  # TorchScript's reason spans lines
         raise FaceganError(f"cannot read checkpoint {path} ({detail}): "
                            f"the file is damaged or not a checkpoint") from None
     if not isinstance(state, dict) or state.get("format") not in REQUIRED_KEYS:
@@ -82,6 +85,10 @@ def load(path, map_location="cpu") -> dict:
     if missing:
         raise FaceganError(f"checkpoint {path} is damaged: it lacks {', '.join(missing)}; "
                            f"pass another checkpoint of the run (checkpoints/epoch-NNNN.pt)")
+    problem = schema_problem(state)  # before anything walks it: a nested or mistyped file is refused here
+    if problem:
+        raise FaceganError(f"checkpoint {path} is damaged or was edited: {problem}; pass another checkpoint of "
+                           f"the run (checkpoints/epoch-NNNN.pt)")
     if "checksums" in state:  # files written before checksums existed have none to check
         expected, actual = state["checksums"], tensor_checksums(state)
         wrong = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
@@ -92,6 +99,70 @@ def load(path, map_location="cpu") -> dict:
     if not _weights_finite(state):
         raise FaceganError(f"checkpoint {path} holds NaN or infinite weights (its run diverged): {_last_finite(path)}")
     return state
+
+
+MAX_DEPTH, MAX_NODES = 8, 200_000  # a real training state is 5 levels deep with a few thousand entries
+MAX_COUNT = 10 ** 12               # steps, epochs: far beyond any run, far below int64
+
+
+def _bounded(obj) -> str | None:
+    """Refuse containers nested deeper than MAX_DEPTH or larger than MAX_NODES, walked without recursion
+    and counting a shared sub-list every time it is reached (a 500 KB file of a=[a, a] 40 times is 2**40)."""
+    stack, nodes = [(obj, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if depth >= MAX_DEPTH:
+                return f"its containers nest deeper than {MAX_DEPTH} levels"
+            children = value.values() if isinstance(value, dict) else value
+            nodes += len(children)
+            if nodes > MAX_NODES:
+                return f"it holds more than {MAX_NODES:,} entries"
+            stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _tensor_dict(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def _optimiser_state(value) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("state"), dict) and isinstance(
+        value.get("param_groups"), list) and all(isinstance(g, dict) for g in value["param_groups"])
+
+
+# key -> (check, what it must be). Keys a file does not have are not checked (REQUIRED_KEYS says which it needs).
+_SCHEMA = {
+    "config": (lambda v: isinstance(v, dict), "a section of keys"),
+    "generator": (_tensor_dict, "names and tensors"), "generator_ema": (_tensor_dict, "names and tensors"),
+    "discriminator": (_tensor_dict, "names and tensors"),
+    "opt_g": (_optimiser_state, "an optimiser state"), "opt_d": (_optimiser_state, "an optimiser state"),
+    "step": (_count, f"a whole number 0..{MAX_COUNT:.0e}"), "epoch": (_count, f"a whole number 0..{MAX_COUNT:.0e}"),
+    "step_in_epoch": (_count, f"a whole number 0..{MAX_COUNT:.0e}"),
+    "planned_steps": (_count, f"a whole number 0..{MAX_COUNT:.0e}"),
+    "world_size": (lambda v: _count(v) and v >= 1, "a whole number of processes"),
+    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("torch"), torch.Tensor)
+            and v["torch"].dtype == torch.uint8 and isinstance(v.get("noise", v["torch"]), torch.Tensor),
+            "random states (uint8 tensors)"),
+    "best": (lambda v: v is None or isinstance(v, dict), "empty or a section of keys"),
+    "checksums": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and _count(c) for k, c in v.items()),
+                  "names and CRC-32 values"),
+}
+
+
+def schema_problem(state: dict) -> str | None:
+    """What is wrong with a loaded checkpoint's layout (depth, size, each known key's type), or None."""
+    problem = _bounded(state)
+    if problem:
+        return problem
+    for key, (fits, what) in _SCHEMA.items():
+        if key in state and not fits(state[key]):
+            return f"its '{key}' is not {what} but {type(state[key]).__name__}"
+    return None
 
 
 def config_of(state: dict) -> TrainConfig:

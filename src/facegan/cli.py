@@ -124,7 +124,8 @@ def _add_generate(subparsers) -> None:
                               description="Generate faces from a checkpoint. Seed N always gives the same face. "
                                           "The file name's ending picks the format: .png, .jpg or .webp.")
     _add_run_argument(p)
-    p.add_argument("--num", type=_positive_int, default=64, help="faces in the grid, seeds 0..N-1 (default: 64)")
+    p.add_argument("--num", type=number_type(int, 1, 100_000), default=64,
+                   help="faces, seeds 0..N-1: a grid of up to 4,096, or up to 100,000 with --outdir (default: 64)")
     p.add_argument("--seeds", help="seeds such as 0-63 or 1,5,9 (overrides --num)")
     p.add_argument("--truncation", type=_truncation, default=1.0, metavar="PSI",
                    help="pull z toward the mean: < 1 trades variety for cleaner faces (default: 1 = off)")
@@ -138,14 +139,13 @@ def _add_generate(subparsers) -> None:
 
 
 def _generate(args) -> None:
-    from .generate import generate, parse_seeds, write_faces
+    from .generate import parse_seeds, write_faces
     from .runs import run_of
 
+    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num))  # checked before the model loads
     generator, checkpoint, device = _generator(args)
-    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num))
-    images = generate(generator, seeds, args.batch_size, device, truncation=args.truncation)
-    write_faces(images, seeds, Path(args.out) if args.out else run_of(checkpoint).generated_png, args.outdir,
-                args.ext, log=print)
+    write_faces(generator, seeds, Path(args.out) if args.out else run_of(checkpoint).generated_png, args.outdir,
+                args.ext, args.batch_size, device, args.truncation, log=print)
 
 
 def _add_interpolate(subparsers) -> None:
@@ -157,7 +157,7 @@ def _add_interpolate(subparsers) -> None:
     p.add_argument("--seeds", help="the seeds to walk through, e.g. 1,5,9 (default: --from-seed then --to-seed)")
     p.add_argument("--from-seed", type=_non_negative_int, default=0, help="start seed (default: 0)")
     p.add_argument("--to-seed", type=_non_negative_int, default=1, help="end seed (default: 1)")
-    p.add_argument("--frames", "--steps", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--frames", "--steps", type=number_type(int, 1, 1000), default=None, metavar="N",
                    help="faces per leg, both ends included (default: 8 in a strip, 24 in an animation)")
     p.add_argument("--slerp", action="store_true",
                    help="spherical interpolation: keeps |z| typical, so middle faces are not washed out "
@@ -191,8 +191,8 @@ def _add_evaluate(subparsers) -> None:
     _add_run_argument(p, "the generator to evaluate")
     p.add_argument("--data", help="images to compare with (default: the data the run trained on)")
     p.add_argument("--metrics", default="swd,msssim", help=f"comma list from {','.join(METRICS)} (default: swd,msssim)")
-    p.add_argument("--num-samples", type=_positive_int, default=1000,
-                   help="generated and real images compared (default: 1000)")
+    p.add_argument("--num-samples", type=number_type(int, 2, 100_000), default=1000,
+                   help="generated and real images compared, 2-100,000 (default: 1000)")
     p.add_argument("--inception-weights", metavar="PTH",
                    help="pt_inception-2015-12-05-6726825d.pth, for fid, kid and pr (see docs/reference.md)")
     _add_generator_options(p)
@@ -218,36 +218,57 @@ def _add_data(subparsers) -> None:
     q.add_argument("name", choices=("celeba-small", "celeba"))
     q.add_argument("--dest", default="data", help="folder for the archive and the images (data)")
     q.add_argument("--url", help="a mirror to download the zip from instead")
+    q.add_argument("--attr-url", metavar="URL", help="celeba: a mirror for list_attr_celeba.txt, the 40 attributes "
+                   "per image that 'data audit' and --balance ATTR read (default: CelebA's Google Drive)")
     q.set_defaults(func=_data_download)
     for name, helptext in (("prepare", "build the training cache ahead of time and print a summary"),
-                           ("preview", "write a grid of prepared training images")):
+                           ("preview", "write a grid of prepared training images"),
+                           ("audit", "measure the skin-tone balance (and CelebA attributes) of a data set")):
         q = sub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ". The cache "
-                           "is keyed by the source and the options, so training reuses it.")
+                           "is keyed by the source and the options, so training reuses it." + (
+                               " Skin tone is the ITA angle of a face-centre patch, binned into six bands: a proxy "
+                               "for the skin colour under the image's lighting, never a person's ethnicity or "
+                               "race. Cached beside the prepared data." if name == "audit" else ""))
         q.add_argument("source", nargs="?", default="faces",
                        help="folder, .zip, a downloaded set (celeba, celeba-small) or 'faces' (faces)")
-        for key in ("model.image_size", "data.crop", "data.num_images", "data.render_seed", "data.max_pixels"):
+        for key in ("model.image_size", "data.crop", "data.num_images", "data.render_seed", "data.max_pixels",
+                    "data.skin_mix"):
             field_name = key.rpartition(".")[2]
             default = None if field_name == "num_images" else getattr_dotted(TrainConfig(), key)
             _declared_argument(q, key, dest=field_name, default=default)
         if name == "preview":
-            q.add_argument("--num", type=_positive_int, default=64, help="images in the grid (64)")
+            q.add_argument("--num", type=number_type(int, 1, 4096), default=64, help="images in the grid, at most "
+                           "4,096 (64)")
             q.add_argument("--out", default="preview.png", metavar="FILE",
                            help="grid file, .png/.jpg/.webp (default: preview.png)")
+        if name == "audit":
+            q.add_argument("--patch", metavar="BOXES", help="where the skin is: left,top,right,bottom fractions of "
+                           "the image, several boxes joined by ';' (default: both cheeks and the forehead of "
+                           "centred faces such as CelebA's aligned crops and the built-in ones)")
+            q.add_argument("--out", default=".", metavar="DIR", help="also write audit.json and audit.png here "
+                           "(default: the current folder)")
         q.set_defaults(func=_data)
 
 
 def _data_download(args) -> None:
     from .data.download import download
 
-    folder = download(args.name, args.dest, url=args.url, progress=sys.stderr.isatty())
+    folder = download(args.name, args.dest, url=args.url, progress=sys.stderr.isatty(),
+                      extra_urls={"list_attr_celeba.txt": args.attr_url} if args.attr_url else None)
     print(f"ready: train with --data {args.name} (or --data {folder})")
 
 
 def _data(args) -> None:
     from .data.prepare import prepare_source
 
+    if args.data_command == "audit":
+        from .data.audit import audit_source
+        audit_source(args.source, args.image_size, args.patch, args.out, crop=args.crop, num_images=args.num_images,
+                     render_seed=args.render_seed, max_pixels=args.max_pixels, skin_mix=args.skin_mix,
+                     progress=sys.stderr.isatty(), log=print)
+        return
     prepare_source(args.source, args.image_size, crop=args.crop, num_images=args.num_images,
-                   render_seed=args.render_seed, max_pixels=args.max_pixels,
+                   render_seed=args.render_seed, max_pixels=args.max_pixels, skin_mix=args.skin_mix,
                    preview=(args.num, args.out) if args.data_command == "preview" else None,
                    progress=sys.stderr.isatty(), log=print)
 
@@ -296,7 +317,8 @@ def _add_demo(subparsers) -> None:
     _add_run_argument(p, "the generator to show")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 exposes it to your network (default: 127.0.0.1)")
-    p.add_argument("--port", type=_non_negative_int, default=7860, help="port; 0 = any free one (default: 7860)")
+    p.add_argument("--port", type=number_type(int, 0, 65535), default=7860,
+                   help="port, 1-65535; 0 = any free one (default: 7860)")
     _add_generator_options(p, batch=False)
     p.set_defaults(func=_demo)
 
@@ -332,6 +354,8 @@ def _add_study(subparsers) -> None:
                         "(default: sqlite file DIR/study.db)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--dry-run", action="store_true", help="print each trial's steps and the total ETA; write nothing")
+    q.add_argument("--retry-failed", action="store_true", help="also retry trials that failed on their settings "
+                   "(those that failed on a full disk or an I/O error are retried anyway; diverged ones never)")
     q.set_defaults(func=_study)
     q = sub.add_parser("worker", help="one worker process (what run --jobs starts)",
                        description="Take waiting trials of a study until none is left; what 'study run --jobs' "
@@ -359,7 +383,7 @@ def _study(args) -> None:
         print(dry_run_report(load_spec(args.spec), args.jobs))
     elif args.study_command == "run":
         index = run_study(load_spec(args.spec), args.out, jobs=args.jobs, storage=args.storage,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, retry_failed=args.retry_failed)
         print(f"wrote {index}; make the report with 'facegan study report {args.out}'")
     elif args.study_command == "worker":
         work(load_spec(args.spec), Path(args.out), args.storage, log=lambda line: print(line, flush=True),

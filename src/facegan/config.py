@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,7 +158,7 @@ class DataConfig:
     source: str = option("faces", "folder or .zip of face images, or celeba / celeba-small after 'facegan data "
                          "download'; 'faces' = the built-in renderer", "data", flag="--data", metavar="PATH")
     num_images: int = option(20000, "how many faces the built-in renderer draws (ignored for real data)", "data",
-                             low=1)
+                             low=1, high=10_000_000)
     render_seed: int = option(0, "which built-in face set; the same seed always draws the same faces", "data",
                               low=0)
     crop: int = option(0, "centre crop side in source pixels before resizing, e.g. CelebA 108/138/178; "
@@ -166,12 +167,29 @@ class DataConfig:
     max_images: int = option(0, "train on the first N prepared images only; 0 = all", "data", metavar="N", low=0)
     max_pixels: int = option(50_000_000, "skip (and count) images with more pixels, undecoded (a 12000x12000 PNG "
                              "is 420 KB on disk and 1.4 GB decoded; CelebA's are 39k)", "data", metavar="N", low=1)
+    skin_mix: str = option("", "built-in faces only: shares of skin-tone groups, 3 (light,mid,dark) or 6 (the ITA "
+                           "bands), e.g. 0.85,0.1,0.05 for a light-heavy set; '' = every tone equally often", "data",
+                           metavar="SHARES", before="")
+    balance: str = option("", "draw batches evenly over groups: 'skin' = the ITA skin-tone bands of 'facegan data "
+                          "audit' (a proxy for skin colour under the image's lighting, never a race), or a CelebA "
+                          "attribute such as Male (list_attr_celeba.txt); '' = uniform", "data", metavar="GROUPS",
+                          before="")
+    balance_max_weight: float = option(10.0, "with --balance: no image is drawn more than this many times as often "
+                                       "as uniform sampling would, so a tiny group is not repeated endlessly",
+                                       "data", metavar="X", low=1, before=10.0)
 
     def __post_init__(self):
         validate_declared(self)
         if not self.source.strip():  # "" would be the current folder, searched recursively
             raise FaceganError("--data '' names no data: pass a folder or .zip of face images, or leave --data "
                                "out for the built-in faces")
+        if self.balance and not re.fullmatch(r"\w+", self.balance):
+            raise FaceganError(f"--balance '{self.balance}' is not a group name: use skin, or a CelebA attribute "
+                               f"such as Male or Eyeglasses")
+        from .data.synthetic import parse_skin_mix  # numpy only; checks the shares
+        if parse_skin_mix(self.skin_mix) and self.source != "faces":
+            raise FaceganError(f"--skin-mix applies to the built-in faces only, not --data {self.source}: drop it "
+                               f"(use --balance skin to even out real data)")
 
 
 @dataclass(frozen=True)
@@ -222,7 +240,8 @@ class TrainConfig:
                          low=1, resumable=True)
     max_steps: int = option(0, "stop after this many steps in total; 0 = run all epochs", "schedule",
                             low=0, resumable=True)
-    seed: int = option(0, "seeds weights, noise, shuffling and flips: same seed, same run", "system", low=0)
+    seed: int = option(0, "seeds weights, noise, shuffling and flips: same seed, same run", "system", low=0,
+                       high=2 ** 32 - 1)
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps", "system",
                          resumable=True, in_studies=False)
     log_every: int = option(50, "steps between metrics.jsonl lines (losses are synced only then)", "output",
@@ -233,7 +252,7 @@ class TrainConfig:
     checkpoint_minutes: float = option(10.0, "with --checkpoint-every 0: minutes of training between saves (a kill "
                                        "loses at most this)", "output", metavar="MIN", low=0, low_open=True,
                                        resumable=True)
-    num_samples: int = option(64, "images in each fixed-noise progress grid", "output", low=1)
+    num_samples: int = option(64, "images in each fixed-noise progress grid", "output", low=1, high=1024)
     sample_every: int = option(0, "also write a progress grid every N steps (samples/step-NNNNNNN.png); 0 = per "
                                "epoch only", "output", metavar="STEPS", low=0, resumable=True)
     save_every_epochs: int = option(0, "epochs between epoch-end saves (grid, epoch-NNNN.pt, loss plot); 0 = every "
@@ -252,7 +271,7 @@ class TrainConfig:
     eval_metrics: str = option("swd", "comma list from " + ",".join(METRICS) + "; the first (swd, fid or kid) "
                                "picks checkpoints/best.pt", "evaluation", items=tuple(METRICS), resumable=True)
     eval_samples: int = option(1000, "images per evaluation: fits a CPU; FID in papers uses 50,000",
-                               "evaluation", low=2, resumable=True)
+                               "evaluation", low=2, high=100_000, resumable=True)
     inception_weights: str = option("", "path of pt_inception-2015-12-05-6726825d.pth, for fid/kid/pr",
                                     "evaluation", metavar="PTH", resumable=True)
     tensorboard: bool = option(False, "also log losses, D outputs, images/s, evaluations and sample grids to "
@@ -346,9 +365,15 @@ def load_config_file(path) -> dict:
     if not path.is_file():
         raise FaceganError(f"config file {path} does not exist: pass a JSON file such as a run's config.json")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FaceganError(f"config file {path} is not UTF-8 text (byte {exc.start}): pass a JSON file such as a "
+                           f"run's config.json") from None
     except json.JSONDecodeError as exc:
         raise FaceganError(f"config file {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (RecursionError, ValueError) as exc:  # nesting too deep; an integer of thousands of digits
+        raise FaceganError(f"config file {path} is not a config ({str(exc)[:60] or 'nested too deeply'}): pass a "
+                           f"JSON file such as a run's config.json") from None
 
 
 def apply_overrides(raw: dict, overrides: dict) -> dict:

@@ -30,6 +30,9 @@ MAX_FRAMES = 120
 _PAGE = Path(__file__).with_name("demo.html")
 
 
+IDLE_TIMEOUT_S = 30  # seconds a connection may stay silent
+
+
 class BadRequest(ValueError):
     pass
 
@@ -101,6 +104,14 @@ def _handler(faces: FaceServer):
               "/api/walk": (faces.walk, "image/gif")}
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = IDLE_TIMEOUT_S  # an idle or stalled connection is closed, and its thread ends
+
+        def handle(self):
+            try:
+                super().handle()
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                pass  # the browser hung up (a closed tab, a cancelled walk) or went silent: nothing to report
+
         def do_GET(self):
             url = urlparse(self.path)
             if url.path in ("/", "/index.html"):
@@ -133,6 +144,9 @@ def _handler(faces: FaceServer):
 def make_server(generator, info: dict, host: str = "127.0.0.1", port: int = 7860, device="cpu") -> ThreadingHTTPServer:
     """The demo's HTTP server, bound but not yet serving (port 0 picks a free one: server.server_port)."""
     generator.eval()
+    if not host.strip():
+        raise FaceganError("--host '' would listen on every network interface: pass 0.0.0.0 if you mean that, "
+                           "or leave --host out for this machine only (127.0.0.1)")
     try:
         server = ThreadingHTTPServer((host, port), _handler(FaceServer(generator, info, device)))
     except OSError as exc:

@@ -78,10 +78,13 @@ def memory_bytes(device: torch.device) -> int | None:
         return None
 
 
-def check_fits(parameters: int, needed: int, device: torch.device) -> None:
-    """Refuse a model whose training state alone would not fit, before the allocator fails mid-build."""
+def check_fits(parameters: int, needed: int, device: torch.device, activations: int = 0) -> None:
+    """Refuse a model whose training state (`needed` bytes of weights, gradients and Adam state) and one step's
+    `activations` would not fit, before the allocator fails minutes into the run."""
     available = memory_bytes(device)
-    if available is not None and needed > available:
-        raise FaceganError(f"this model has {parameters:,} parameters and needs {needed / 2**30:,.1f} GiB just for "
-                           f"weights, gradients and Adam state, more than the {available / 2**30:,.1f} GiB of "
-                           f"{device.type}: lower --conv-dim or --z-size")
+    if available is not None and needed + activations > available:
+        raise FaceganError(f"this model has {parameters:,} parameters and needs about "
+                           f"{(needed + activations) / 2**30:,.1f} GiB ({needed / 2**30:,.1f} GiB weights, gradients "
+                           f"and Adam state, {activations / 2**30:,.1f} GiB activations of one step), more than the "
+                           f"{available / 2**30:,.1f} GiB of {device.type}: lower --batch-size, --conv-dim or "
+                           f"--image-size")

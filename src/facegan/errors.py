@@ -7,3 +7,7 @@ class FaceganError(Exception):
 
 class TrainingDiverged(FaceganError):
     """The losses became NaN or infinite; the run's checkpoints hold the last good state."""
+
+
+class StorageFull(FaceganError):
+    """A write failed for want of space: worth retrying once space is freed (a study retries such trials)."""

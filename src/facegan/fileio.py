@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
-from .errors import FaceganError
+from .errors import FaceganError, StorageFull
 
 # "The disk is full" in its three forms: no space, over a quota, over a file-size limit (ulimit -f).
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -24,7 +25,7 @@ def no_space_error(exc: BaseException, folder, needed: int | None = None) -> Non
             except OSError:
                 free = "free space unknown"
             need = f"{needed / 2**20:,.0f} MiB needed, " if needed else ""
-            raise FaceganError(f"no space left to write in {folder} ({need}{free}): free some space, or "
+            raise StorageFull(f"no space left to write in {folder} ({need}{free}): free some space, or "
                                f"write elsewhere (--out for runs, FACEGAN_CACHE for the data cache)") from None
         exc = exc.__cause__ or exc.__context__
 
@@ -71,3 +72,35 @@ def write_text_atomic(path, text: str) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+_TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)")  # temp_path's names: .NAME.tmpPID[suffix]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (ours counts)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def remove_dead_temp_files(*folders) -> int:
+    """Delete the temporary files (temp_path's .NAME.tmpPID) that a killed writer left in `folders`: never
+    valid, never cleaned up otherwise. Files of live writers are kept. Returns how many went."""
+    removed = 0
+    for folder in folders:
+        folder = Path(folder)
+        for tmp in folder.glob(".*.tmp*") if folder.is_dir() else ():
+            match = _TEMP_NAME.match(tmp.name)
+            if match and not pid_alive(int(match.group(1))):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed

@@ -19,6 +19,10 @@ from .models import make_generator
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
+MAX_SEED = 2 ** 63 - 1    # torch.Generator.manual_seed's range
+MAX_SEEDS = 100_000       # faces in one command: 100k at 64 px are 1.2 GB of images
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-63', '1,5,9' or '0-3,10' -> list of seeds (ranges inclusive)."""
     seeds = []
@@ -27,6 +31,9 @@ def parse_seeds(text: str) -> list[int]:
         if not match or (match.group(2) and int(match.group(2)) < int(match.group(1))):
             raise FaceganError(f"bad seed list '{text}': use numbers and ranges such as 0-63 or 1,5,10-20")
         low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        if high > MAX_SEED or high - low + len(seeds) >= MAX_SEEDS:
+            raise FaceganError(f"seed list '{text}' is too large: seeds go from 0 to {MAX_SEED}, at most "
+                               f"{MAX_SEEDS:,} at once")
         seeds.extend(range(low, high + 1))
     return seeds
 
@@ -105,8 +112,10 @@ def latent_walk(keys: torch.Tensor, frames: int, slerp: bool = False, loop: bool
 def interpolate(generator, seeds, frames: int = 8, device="cpu", slerp: bool = False, loop: bool = False,
                 truncation: float = 1.0, batch_size: int = 64) -> np.ndarray:
     """uint8 faces (T, S, S, 3) along the walk through the seeds' latents."""
-    keys = latents(seeds, generator.config.noise_size, truncation)
-    return generate_from_latents(generator, latent_walk(keys, frames, slerp, loop), batch_size, device)
+    # Walk between the untruncated latents, then pull the whole path toward the mean: with psi = 0 every key
+    # is the mean (zero), and a spherical walk between zero vectors would divide 0 by 0.
+    path = latent_walk(latents(seeds, generator.config.noise_size), frames, slerp, loop)
+    return generate_from_latents(generator, path * truncation, batch_size, device)
 
 
 def write_per_seed(images: np.ndarray, seeds, outdir, extension: str = "png") -> list[Path]:
@@ -139,14 +148,27 @@ def write_interpolation(generator, seeds, out: Path, device="cpu", frames: int |
     return out
 
 
-def write_faces(images: np.ndarray, seeds, grid_path: Path, outdir=None, extension: str = "png",
-                log=print) -> None:
-    """`facegan generate`'s output: one file per seed in `outdir` when given, else a grid at `grid_path`."""
+MAX_GRID = 4096          # faces in one grid picture (a 64 x 64 grid of 64 px faces is 4,200 px wide)
+_WRITE_CHUNK = 1024      # --outdir: faces generated and written at a time, so memory stays bounded
+
+
+def write_faces(generator, seeds, grid_path: Path, outdir=None, extension: str = "png", batch_size: int = 64,
+                device="cpu", truncation: float = 1.0, log=print) -> None:
+    """`facegan generate`'s output: one file per seed in `outdir` when given (generated and written in chunks,
+    so 100,000 faces need no more memory than 1,000), else a grid at `grid_path`."""
     from .images import save_grid
 
+    seeds = list(seeds)
     if outdir:
-        paths = write_per_seed(images, seeds, outdir, extension=extension)
-        log(f"wrote {len(paths)} images to {outdir} ({paths[0].name} ...)")
-    else:
-        save_grid(images, grid_path)
-        log(f"wrote a grid of {len(images)} faces to {grid_path}")
+        written = []
+        for start in range(0, len(seeds), _WRITE_CHUNK):
+            chunk = seeds[start:start + _WRITE_CHUNK]
+            images = generate(generator, chunk, batch_size, device, truncation=truncation)
+            written += write_per_seed(images, chunk, outdir, extension=extension)
+        log(f"wrote {len(written)} images to {outdir} ({written[0].name} ...)")
+        return
+    if len(seeds) > MAX_GRID:
+        raise FaceganError(f"a grid of {len(seeds):,} faces is too large to be one picture (at most {MAX_GRID:,}): "
+                           f"pass --outdir DIR for one file per seed")
+    save_grid(generate(generator, seeds, batch_size, device, truncation=truncation), grid_path)
+    log(f"wrote a grid of {len(seeds)} faces to {grid_path}")

@@ -145,3 +145,29 @@ def plot_losses(rows: list[dict], out_path) -> Path | None:
     ax_prob.set_title("Mean discriminator output")
     ax_prob.legend()
     return _save_figure(fig, out_path)
+
+
+def plot_bands(series: dict[str, list[float]], out_path, labels, title: str, attributes: dict | None = None) -> Path:
+    """Grouped bars of shares per band, one colour per series (e.g. data vs samples); with `attributes`
+    (name -> share) a second panel of horizontal bars."""
+    plt = _pyplot()
+    panels = 2 if attributes else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2 if not attributes else 7), squeeze=False)
+    ax = axes[0][0]
+    width = 0.8 / len(series)
+    for number, (name, shares) in enumerate(series.items()):
+        positions = np.arange(len(labels)) + (number - (len(series) - 1) / 2) * width
+        bars = ax.bar(positions, [100 * s for s in shares], width, label=name)
+        ax.bar_label(bars, fmt="%.0f%%", fontsize=7)
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=20)
+    ax.set_ylabel("share of images (%)")
+    ax.set_title(title, fontsize=10)
+    if len(series) > 1:
+        ax.legend()
+    if attributes:
+        names = sorted(attributes, key=attributes.get)
+        axes[0][1].barh(names, [100 * attributes[n] for n in names], color="grey")
+        axes[0][1].tick_params(axis="y", labelsize=7)
+        axes[0][1].set_xlabel("share of images with the attribute (%)")
+        axes[0][1].set_title("CelebA attributes (the data set's annotations)", fontsize=10)
+    return _save_figure(fig, out_path)

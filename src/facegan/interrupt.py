@@ -31,3 +31,22 @@ class StopRequest:
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
+    """Have the kernel send `signum` to this process when its parent dies (Linux PR_SET_PDEATHSIG), so a
+    worker never outlives a killed `study run` or `data prepare`; exit now if the parent is already gone.
+    Elsewhere a no-op: the parent's own clean-up still stops its workers on a normal exit."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signum), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the call above: nobody would send the signal
+        os._exit(1)

@@ -16,6 +16,8 @@ METRICS = {
     "kid": "kernel Inception distance (needs the Inception weights)",
     "pr": "precision and recall in Inception space (needs the Inception weights)",
     "nn": "nearest training images of samples vs of held-out reals: is G copying? (+ a sheet; no download)",
+    "audit": "skin-tone (ITA) bands of samples vs the training data: each band's amplification ratio, their "
+             "total-variation distance (+ a chart; no download)",
 }
 BEST_CHECKPOINT_METRICS = ("swd", "fid", "kid")  # lower is better: what checkpoints/best.pt can follow
 
@@ -24,6 +26,7 @@ RESULT_TITLES = {
     "swd": "SWD x1e3 (lower is better)", "fid": "FID (lower is better)", "kid": "KID (lower is better)",
     "msssim": "MS-SSIM between samples (lower = more diverse)", "precision": "precision", "recall": "recall",
     "nn_ratio": "nearest-neighbour ratio (< 1: closer to training images than new faces are)",
+    "audit_min_ratio": "smallest skin-tone band: sample share / data share (1 = kept)",
 }
 # result key -> its column heading in a study's table and index, in the order shown
 STUDY_COLUMNS = {"swd": "SWD x1e3", "msssim": "MS-SSIM (diversity)", "msssim_real": "MS-SSIM of real faces",

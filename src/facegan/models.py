@@ -280,3 +280,28 @@ def training_bytes(cfg: ModelConfig) -> tuple[int, int]:
         generator, discriminator = build_models(cfg)
     count = sum(p.numel() for net in (generator, discriminator) for p in net.parameters())
     return count, 16 * count
+
+
+def activation_bytes(cfg: ModelConfig, batch_size: int) -> int:
+    """Bytes of the layer outputs one training step keeps for backward at `batch_size` (fp32, an upper bound
+    for bf16): G's forward once and D's three times (real, detached fake, fake for G's step). Measured by
+    running both networks on the meta device: shapes only, nothing is allocated or computed."""
+    total = [0]
+
+    def count(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel() * output.element_size()
+
+    with torch.device("meta"):
+        generator, discriminator = build_models(cfg)
+        leaves = [m for net in (generator, discriminator) for m in net.modules() if not list(m.children())]
+        handles = [m.register_forward_hook(count) for m in leaves]
+        try:
+            with torch.no_grad():
+                fake = generator(torch.empty(batch_size, cfg.noise_size))
+                g_bytes, total[0] = total[0], 0
+                discriminator(fake)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return g_bytes + 3 * total[0]

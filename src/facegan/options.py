@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import FaceganError
 
+MAX_NUMBER = 1e15  # no option means anything beyond this (and torch's and numpy's int64 end at 9.2e18)
 NOT_OLD = object()  # `before`: the option is as old as checkpoints, nothing to fill in
 
 
@@ -53,6 +54,8 @@ class Option:
 
     def range_text(self) -> str:
         if self.low is not None and self.high is not None:
+            if self.kind == "int":
+                return f"{self.low} to {self.high}"
             return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
         if self.low is not None:
             return f"a value above {self.low:g}" if self.low_open else f"{self.low:g} or more"
@@ -69,6 +72,10 @@ class Option:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
                 return f"{self.long_flag} {value} must be a finite number"
+            if abs(value) > MAX_NUMBER:  # a 400-digit integer fits no option and overflows torch and numpy
+                digits = str(value)
+                shown = digits if len(digits) < 20 else f"{digits[:6]}... ({len(digits)} digits)"
+                return f"{self.long_flag} {shown} is too large: use {self.range_text()}, at most {MAX_NUMBER:.0e}"
             low_fails = self.low is not None and (value <= self.low if self.low_open else value < self.low)
             high_fails = self.high is not None and (value >= self.high if self.high_open else value > self.high)
             if low_fails or high_fails:

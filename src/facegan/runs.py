@@ -23,11 +23,10 @@ from pathlib import Path
 
 from . import checkpoints, distributed
 from .errors import FaceganError
-from .fileio import no_space_error, temp_path, write_text_atomic
+from .fileio import no_space_error, pid_alive, remove_dead_temp_files, temp_path, write_text_atomic
 from .metric_names import RESULT_TITLES
 
 _RUN_NAME = re.compile(r"^(\d{5})-")
-_TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)(\.[a-z]+)?$")  # fileio.temp_path's names
 
 
 def _pid_in(path: Path) -> int | None:
@@ -62,16 +61,7 @@ def _take_lock(path: Path) -> int | None:
         os.close(fd)
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+_alive = pid_alive  # fileio's: one answer to 'is that writer still running'
 
 
 class RunFolder:
@@ -92,6 +82,7 @@ class RunFolder:
     generated_png = property(lambda self: self.path / "generated.png")          # facegan generate's default
     interpolation_png = property(lambda self: self.path / "interpolation.png")  # facegan interpolate's default
     nearest_png = property(lambda self: self.path / "nearest.png")              # evaluate --metrics nn's sheet
+    audit_png = property(lambda self: self.path / "audit.png")                  # evaluate --metrics audit's chart
     checkpoint_dir = property(lambda self: self.path / "checkpoints")
     last_pt = property(lambda self: self.checkpoint_dir / "last.pt")
     best_pt = property(lambda self: self.checkpoint_dir / "best.pt")
@@ -122,11 +113,13 @@ class RunFolder:
         if not self.metrics_jsonl.exists():
             return []
         rows = []
-        for line in self.metrics_jsonl.read_text().splitlines():
+        for line in self.metrics_jsonl.read_text(errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
-            except ValueError:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
                 continue  # a write cut short by a kill; the rows before it are intact
+            if isinstance(row, dict) and isinstance(row.get("step", 0), int):  # a row facegan wrote, not `5`
+                rows.append(row)
         return [r for r in rows if key is None or key in r]
 
     def drop_metrics_after(self, step: int) -> int:
@@ -134,12 +127,14 @@ class RunFolder:
         line a kill left mid-write. Returns how many torn lines were dropped."""
         if not self.metrics_jsonl.exists():
             return 0
-        lines = self.metrics_jsonl.read_text().splitlines()
+        lines = self.metrics_jsonl.read_text(errors="replace").splitlines()
         kept, torn = [], 0
         for line in lines:
             try:
                 row = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get("step", 0), int):  # torn, or not facegan's
                 torn += 1
                 continue
             if row.get("step", 0) <= step:
@@ -168,11 +163,7 @@ class RunFolder:
 
     def _remove_dead_temp_files(self) -> None:
         """Temporary files a killed writer left (.last.pt.tmp1234): never valid, never cleaned up otherwise."""
-        for folder in (self.path, self.checkpoint_dir, self.samples_dir):
-            for tmp in folder.glob(".*.tmp*") if folder.is_dir() else ():
-                match = _TEMP_NAME.match(tmp.name)
-                if match and not _alive(int(match.group(1))):
-                    tmp.unlink(missing_ok=True)
+        remove_dead_temp_files(self.path, self.checkpoint_dir, self.samples_dir)
 
     # --- checkpoints ------------------------------------------------------------------------
     def save_training_state(self, state: dict, epoch: int | None = None, keep: int = 3) -> Path:
@@ -307,38 +298,58 @@ def is_being_written(run: RunFolder) -> bool:
     return holder is not None and holder != os.getpid() and _alive(holder)
 
 
+def _json_object(path: Path) -> dict:
+    """A JSON file's object, or {} when it is missing, damaged or not an object (a list, a number)."""
+    try:
+        value = json.loads(path.read_text(errors="replace"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _section(config: dict, name: str) -> dict:
+    return config[name] if isinstance(config.get(name), dict) else {}
+
+
+def _printable(text) -> str:
+    """A name from disk as one safe line: control characters (ANSI escapes included) shown as '?'."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
 def describe_runs(root) -> list[dict]:
     """One row per run folder under root, oldest first: what 'facegan runs' prints."""
     rows = []
     for path in _run_folders(Path(root)):
         run = RunFolder(path)
-        try:
-            config = json.loads(run.config_json.read_text())
-        except (OSError, ValueError):
-            config = {}
-        try:
-            progress = json.loads(run.progress_json.read_text())
-        except (OSError, ValueError):  # runs from before progress.json: metrics and epoch checkpoints tell
-            epochs = [int(p.stem.split("-")[1]) for p in run.checkpoint_dir.glob("epoch-*.pt")]
+        config = _json_object(run.config_json)
+        config = {**config, "model": _section(config, "model"), "data": _section(config, "data")}
+        progress = _json_object(run.progress_json)
+        if not progress:  # runs from before progress.json: metrics and epoch checkpoints tell
+            epochs = [int(p.stem.split("-")[1]) for p in run.checkpoint_dir.glob("epoch-*.pt")
+                      if p.stem.split("-")[1].isdigit()]
             progress = {"step": max((r["step"] for r in run.read_metrics("step")), default=0),
                         "epoch": max(epochs, default=0)}
-        evals = run.read_metrics("eval")
-        last_eval = next(((k, evals[-1]["eval"][k]) for k in RESULT_TITLES if k in evals[-1]["eval"]), None) \
-            if evals else None
+        evals = [r["eval"] for r in run.read_metrics("eval") if isinstance(r["eval"], dict)]
+        last_eval = next(((k, evals[-1][k]) for k in RESULT_TITLES if isinstance(evals[-1].get(k), (int, float))
+                          and not isinstance(evals[-1].get(k), bool)), None) if evals else None
         files = [p for p in path.rglob("*") if p.is_file()]
         rows.append({
-            "id": path.name,
-            "data": config.get("data", {}).get("source", "?"),
-            "size": config.get("model", {}).get("image_size"),
-            "step": progress.get("step", 0),
-            "epoch": progress.get("epoch", 0),
-            "epochs": config.get("epochs"),
+            "id": _printable(path.name),
+            "data": _printable(config["data"].get("source", "?")),
+            "size": _number_or_none(config["model"].get("image_size")),
+            "step": _number_or_none(progress.get("step")) or 0,
+            "epoch": _number_or_none(progress.get("epoch")) or 0,
+            "epochs": _number_or_none(config.get("epochs")),
             "metric": f"{last_eval[0]} {last_eval[1]:g}" if last_eval else "",
             "modified": max((p.stat().st_mtime for p in files), default=path.stat().st_mtime),
             "writing": is_being_written(run),
             "checkpoint": run.last_pt.is_file(),
         })
     return rows
+
+
+def _number_or_none(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def require_training_state(state: dict, checkpoint) -> None:

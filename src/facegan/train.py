@@ -9,6 +9,7 @@ the same weights bit for bit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from . import checkpoints, distributed
 from .augment import augment
 from .config import TrainConfig
+from .data.balance import training_weights
 from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare_for_training
 from .device import autocast_factory, check_fits, default_channels_last, resolve_amp, resolve_device
@@ -28,7 +30,7 @@ from .images import make_grid, plot_eval, plot_losses, save_grid, to_uint8
 from .interrupt import StopRequest
 from .losses import make_loss
 from .metrics.msssim import diversity
-from .models import training_bytes
+from .models import activation_bytes, training_bytes
 from .monitor import Monitor
 from .optim import lr_factor, set_learning_rates
 from .runs import RunFolder, require_training_state, run_for_training, run_name_of
@@ -64,7 +66,9 @@ class Trainer:
         self.fixed_z = torch.randn(cfg.num_samples, cfg.model.noise_size,
                                    generator=torch.Generator().manual_seed(cfg.seed + 2)).to(self.device)
         self.batches = BatchSource(prepared.images, cfg.batch_size, self.device, cfg.seed, cfg.data.flip,
-                                   self.memory_format, rank=world.rank, world_size=world.size)
+                                   self.memory_format, rank=world.rank, world_size=world.size,
+                                   weights=prepared.weights if prepared.weights is not None
+                                   else training_weights(cfg.data, prepared, log))
         if self.batches.steps_per_epoch < 1:
             raise FaceganError("the data set is too small for one batch: add images or lower --batch-size")
         self.prepared = prepared
@@ -363,13 +367,16 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
     if not world.is_main:
         log = lambda *args, **kwargs: None  # noqa: E731  (rank 0 speaks for all)
     try:
-        check_fits(*training_bytes(cfg.model), device)  # before any data is prepared or a folder made
+        # Before any data is prepared or a folder made: the training state and one step's activations.
+        check_fits(*training_bytes(cfg.model), device, activations=activation_bytes(cfg.model, cfg.batch_size))
         if resume_from is not None and state is None:
             state = checkpoints.load(resume_from)
         if state is not None:
             require_training_state(state, resume_from)
             cfg = distributed.keep_global_batch(cfg, state.get("world_size", 1), world, log)
         prepared = prepare_for_training(cfg, world, cache_dir=cache_dir, progress=progress, log=log)
+        # --balance's labels are checked (and said) before a run folder exists.
+        prepared = dataclasses.replace(prepared, weights=training_weights(cfg.data, prepared, log))
         run_dir = run_for_training(f"{run_name_of(cfg.data.source)}{cfg.model.image_size}", out, resume_from, world,
                                    run_dir)
         trainer = Trainer(cfg, run_dir, prepared, state=state, progress=progress, log=log, world=world, device=device)

@@ -10,9 +10,14 @@ import numpy as np
 import torch
 
 
-def epoch_permutation(num_images: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffle of `epoch`: a pure function of (seed, epoch), so resume needs only the epoch number."""
+def epoch_permutation(num_images: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The order of `epoch`: a pure function of (seed, epoch), so resume needs only the epoch number.
+
+    Without `weights`, a shuffle. With them (--balance), num_images draws with replacement, image i
+    with probability weights[i] / sum: still one global order that every rank slices the same way."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if weights is not None:
+        return torch.multinomial(weights, num_images, replacement=True, generator=generator)
     return torch.randperm(num_images, generator=generator)
 
 
@@ -20,8 +25,11 @@ class BatchSource:
     """Serves batches of one epoch at a time; `rank`/`world_size` give each process a disjoint shard."""
 
     def __init__(self, images: np.ndarray, batch_size: int, device: torch.device, seed: int,
-                 flip: bool = True, memory_format=torch.contiguous_format, rank: int = 0, world_size: int = 1):
+                 flip: bool = True, memory_format=torch.contiguous_format, rank: int = 0, world_size: int = 1,
+                 weights=None):
         self.num_images = len(images)
+        # --balance: per-image sampling weights (data/balance.py); None = every image once per epoch.
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
@@ -43,7 +51,7 @@ class BatchSource:
     def shard(self, epoch: int) -> torch.Tensor:
         """This process's indices for `epoch`: every world_size-th of the shared permutation."""
         usable = self.steps_per_epoch * self.batch_size * self.world_size
-        return epoch_permutation(self.num_images, self.seed, epoch)[:usable][self.rank::self.world_size]
+        return epoch_permutation(self.num_images, self.seed, epoch, self.weights)[:usable][self.rank::self.world_size]
 
     def epoch(self, epoch: int, generator: torch.Generator, start_step: int = 0):
         """Yield batches (B, 3, S, S) float in [-1, 1] for `epoch`, from step `start_step` on.

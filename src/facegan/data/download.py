@@ -47,6 +47,8 @@ class Dataset:
     md5: str = ""             # known checksum of the zip, verified when set
     expected_images: int = 0  # what a complete download holds (reported, checked loosely)
     suggested_crop: int = 0   # the --crop that frames the face for this set
+    # Files fetched beside the images: (file name, Google Drive id, MD5). Not fatal when they fail.
+    extras: tuple = ()
 
 
 DATASETS = {
@@ -59,7 +61,10 @@ DATASETS = {
     "celeba": Dataset(
         "celeba", "img_align_celeba.zip", "official aligned CelebA, 202,599 JPEGs of 178x218",
         gdrive_id="0B7EVK8r0v71pZjFTYXZWM3FlRnM", md5="00d2c5bc6d35e252742224ab0c1e8fcb",
-        expected_images=202599, suggested_crop=108),
+        expected_images=202599, suggested_crop=108,
+        # The 40 binary attributes per image (Male, Young, Pale_Skin, ...): what `data audit` reports
+        # and `--balance ATTR` balances.
+        extras=(("list_attr_celeba.txt", "0B7EVK8r0v71pblRyaVFSWGxPY0U", "75e246fa4810816ffd6ee81facbd244c"),)),
 }
 
 
@@ -87,7 +92,8 @@ def _register(name: str, folder: Path) -> None:
     write_text_atomic(path, json.dumps(known, indent=1))
 
 
-def download(name: str, dest, url: str | None = None, progress: bool = True, log=print) -> Path:
+def download(name: str, dest, url: str | None = None, progress: bool = True, log=print,
+             extra_urls: dict | None = None) -> Path:
     """Download, verify and unzip dataset `name` into dest/name; register it; return the folder."""
     if name not in DATASETS:
         raise FaceganError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
@@ -98,6 +104,9 @@ def download(name: str, dest, url: str | None = None, progress: bool = True, log
     folder = dest / name
     if folder.is_dir() and (folder / ".complete").exists():
         log(f"{name} is already in {folder}")
+    elif folder.exists():  # facegan's own unzip always ends with .complete: this folder is someone else's
+        raise FaceganError(f"{folder} already exists and was not made by facegan: move it away (its files are "
+                           f"kept), or pass another --dest")
     else:
         if archive.exists():
             log(f"using the archive already at {archive}")
@@ -109,8 +118,34 @@ def download(name: str, dest, url: str | None = None, progress: bool = True, log
         log(f"unzipped {count} files into {folder}")
         if info.expected_images and count < info.expected_images:
             log(f"warning: {name} should hold {info.expected_images} images but the archive had {count} files")
+    for filename, gdrive_id, md5 in info.extras:
+        _fetch_extra(folder / filename, (extra_urls or {}).get(filename) or GDRIVE_URL.format(id=gdrive_id), md5,
+                     progress, log)
     _register(name, folder)
     return folder
+
+
+def _fetch_extra(target: Path, url: str, md5: str, progress: bool, log) -> None:
+    """A file that comes with a data set (CelebA's attributes): fetched and verified, or one warning line."""
+    if target.is_file():
+        return
+    hint = f"save it by hand as {target} to use it"
+    try:
+        fetch(url, target, progress=progress, manual_hint=hint)
+        if md5 and _md5(target) != md5:
+            target.replace(target.with_name(target.name + ".bad"))
+            raise FaceganError(f"it has the wrong MD5 (kept as {target.name}.bad); {hint}")
+        log(f"downloaded {target.name} beside the images")
+    except FaceganError as exc:
+        log(f"warning: {target.name} was not downloaded ({exc}); the images are ready without it")
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK * 8):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _manual_hint(info: Dataset, archive: Path) -> str:
@@ -122,6 +157,13 @@ def _manual_hint(info: Dataset, archive: Path) -> str:
 def fetch(url: str, target: Path, progress: bool = True, manual_hint: str = "", timeout: float = 60) -> Path:
     """Stream `url` to `target`, resuming a previous `target`.part; follow Google Drive's confirm page."""
     part = target.with_name(target.name + ".part")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise FaceganError(f"--url {url!r} is not a web address ({exc}): use http(s)://host/path") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise FaceganError(f"--url {url!r} is not a web address: use http(s)://host/path")
     for _attempt in range(3):  # the file itself, or at most two confirm pages in front of it
         have = part.stat().st_size if part.exists() else 0
         headers = {"User-Agent": "facegan", **({"Range": f"bytes={have}-"} if have else {})}
@@ -132,9 +174,10 @@ def fetch(url: str, target: Path, progress: bool = True, manual_hint: str = "", 
             if exc.code == 416 and have:  # asked past the end: the part file is already whole
                 os.replace(part, target)
                 return target
-            raise FaceganError(f"download of {url} failed: HTTP {exc.code} {exc.reason}; {manual_hint}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = " ".join(str(exc.reason).split())  # a redirect loop's reason spans lines
+            raise FaceganError(f"download of {url} failed: HTTP {exc.code} {reason}; {manual_hint}") from None
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            reason = " ".join(str(getattr(exc, "reason", exc)).split())
             raise FaceganError(f"cannot reach {urllib.parse.urlsplit(url).netloc} ({reason}): you may be offline; "
                                f"{manual_hint}") from None
         with response:
@@ -157,11 +200,13 @@ def fetch(url: str, target: Path, progress: bool = True, manual_hint: str = "", 
 
 
 def _total_size(response, offset: int) -> int:
+    """The whole file's size from the headers, or 0 when they do not say (or say nonsense: 'abc')."""
     content_range = response.headers.get("Content-Range", "")
-    if "/" in content_range and not content_range.endswith("/*"):
-        return int(content_range.rsplit("/", 1)[1])
-    length = response.headers.get("Content-Length")
-    return offset + int(length) if length else 0
+    total = content_range.rsplit("/", 1)[1].strip() if "/" in content_range else ""
+    if total.isdigit():
+        return int(total)
+    length = (response.headers.get("Content-Length") or "").strip()
+    return offset + int(length) if length.isdigit() else 0
 
 
 def _stream(response, part: Path, append: bool, total: int, progress: bool, start: int) -> None:
@@ -212,14 +257,11 @@ def verify(archive: Path, md5: str, manual_hint: str = "") -> None:
     """The archive must be a zip and, where its MD5 is known, the right one."""
     _refuse_html_file(archive, manual_hint)
     if md5:
-        digest = hashlib.md5()
-        with open(archive, "rb") as f:
-            while block := f.read(_CHUNK * 8):
-                digest.update(block)
-        if digest.hexdigest() != md5:
+        actual = _md5(archive)
+        if actual != md5:
             bad = archive.with_name(archive.name + ".bad")
             os.replace(archive, bad)
-            raise FaceganError(f"{archive.name} has MD5 {digest.hexdigest()}, expected {md5}: the file is damaged "
+            raise FaceganError(f"{archive.name} has MD5 {actual}, expected {md5}: the file is damaged "
                                f"or a different one (moved to {bad.name}); delete it and run again, or {manual_hint}")
     if not zipfile.is_zipfile(archive):
         raise FaceganError(f"{archive} is not a zip file: delete it and run again, or {manual_hint}")
@@ -230,7 +272,11 @@ def safe_unzip(archive: Path, folder: Path) -> int:
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".unzipping")
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zf:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise FaceganError(f"{archive} is damaged ({str(exc)[:80]}): delete it and run the download again") from None
+    with zf:
         # macOS archives carry __MACOSX/._name resource forks: metadata, not images.
         members = [m for m in zf.infolist()
                    if not m.filename.startswith("__MACOSX/") and not Path(m.filename).name.startswith("._")]
@@ -267,6 +313,10 @@ def safe_unzip(archive: Path, folder: Path) -> int:
         except zipfile.BadZipFile as exc:  # a CRC mismatch: the download is damaged
             shutil.rmtree(tmp, ignore_errors=True)
             raise FaceganError(f"{archive} is damaged ({exc}): delete it and run the download again") from None
+        except (RuntimeError, NotImplementedError) as exc:  # an encrypted entry; a compression zipfile lacks
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FaceganError(f"cannot unzip entry '{member.filename}' of {archive.name} ({exc}): an encrypted or "
+                               f"unusually compressed archive; unzip it yourself and pass the folder as --data") from None
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
             shutil.rmtree(tmp, ignore_errors=True)
             raise FaceganError(f"refusing to unzip {archive.name}: entry '{member.filename}' clashes with another "
@@ -279,6 +329,8 @@ def safe_unzip(archive: Path, folder: Path) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     (tmp / ".complete").write_text("")
-    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():  # never delete what facegan did not write: download() refuses before this
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FaceganError(f"{folder} appeared while unzipping: move it away and run the download again")
     os.replace(tmp, folder)
     return sum(1 for m in members if not m.is_dir())

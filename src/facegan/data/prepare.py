@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import FaceganError
-from ..fileio import no_space_error, temp_path, write_text_atomic
+from ..fileio import no_space_error, remove_dead_temp_files, temp_path, write_text_atomic
 from ..paths import cache_root
 from . import synthetic
 
@@ -52,9 +52,12 @@ class Source:
 def resolve_source(data: DataConfig) -> Source:
     """Find the images a DataConfig names, or say exactly what is wrong with it."""
     if data.source == "faces":
+        mix = synthetic.parse_skin_mix(data.skin_mix)
+        mixed = ":mix" + ",".join(f"{share:.6f}" for share in mix) if mix else ""  # the default set keeps its key
         return Source("faces", "", list(range(data.num_images)),
-                      f"renderer{synthetic.RENDERER_VERSION}:seed{data.render_seed}:n{data.num_images}",
-                      f"built-in faces ({data.num_images}, seed {data.render_seed})")
+                      f"renderer{synthetic.RENDERER_VERSION}:seed{data.render_seed}:n{data.num_images}{mixed}",
+                      f"built-in faces ({data.num_images}, seed {data.render_seed}"
+                      + (f", skin mix {data.skin_mix}" if mix else "") + ")")
     from .download import DATASETS, MAX_RATIO, MAX_UNZIPPED_BYTES, registered
 
     if data.source in DATASETS and not Path(data.source).exists():
@@ -78,13 +81,20 @@ def resolve_source(data: DataConfig) -> Source:
         digest = hashlib.sha256()
         for f in files:  # names, sizes and times: a stat per file, no reading
             st = f.stat()
-            digest.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            # surrogateescape: a file name that is not UTF-8 (bytes from another system) still hashes
+            digest.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         return Source("folder", str(path), [str(f) for f in files], digest.hexdigest(), str(path))
+    if not path.is_file():  # a FIFO would block the zip check's read forever; /dev/zero would never end
+        raise FaceganError(f"{path} is not a regular file or folder (a device, FIFO or socket): pass a folder or "
+                           f".zip of face images")
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            infos = [i for i in archive.infolist()
-                     if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTENSIONS
-                     and not Path(i.filename).name.startswith("._")]  # macOS resource forks
+        try:
+            with zipfile.ZipFile(path) as archive:
+                infos = [i for i in archive.infolist()
+                         if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTENSIONS
+                         and not Path(i.filename).name.startswith("._")]  # macOS resource forks
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise FaceganError(f"zip {path} is damaged ({str(exc)[:80]}): download or zip it again") from None
         members = sorted(i.filename for i in infos)
         total, packed = sum(i.file_size for i in infos), max(1, sum(i.compress_size for i in infos))
         if total > MAX_UNZIPPED_BYTES or total / packed > MAX_RATIO:  # the download's unzip limits
@@ -131,17 +141,27 @@ def decode_image(raw, image_size: int, crop: int = 0, max_pixels: int = 50_000_0
         return np.asarray(img, dtype=np.uint8)
 
 
+def _worker_start(parent_pid: int) -> None:
+    """A decoding worker ends when the preparing process dies (a kill -9 leaves no orphans decoding on)."""
+    import signal
+
+    from ..interrupt import die_with_parent
+    die_with_parent(parent_pid, signal.SIGKILL)
+
+
 # Each worker process keeps its zip open across chunks instead of re-reading the directory.
 _open_zips: dict[str, zipfile.ZipFile] = {}
 
 
 def _decode_chunk(kind: str, location: str, items: list, image_size: int, crop: int, render_seed: int,
-                  max_pixels: int = 50_000_000):
-    """Decode one chunk of items -> (uint8 (k, S, S, 3) of the readable ones, unreadable, too large)."""
+                  max_pixels: int = 50_000_000, skin_mix: str = ""):
+    """Decode one chunk of items -> (uint8 (k, S, S, 3) of the readable ones, unreadable, too large,
+    the positions in `items` of those left out)."""
     if kind == "faces":
-        return synthetic.render_faces(items, size=image_size, seed=render_seed), 0, 0
-    images, unreadable, too_large = [], 0, 0
-    for item in items:
+        mix = synthetic.parse_skin_mix(skin_mix)
+        return synthetic.render_faces(items, size=image_size, seed=render_seed, skin_mix=mix), 0, 0, []
+    images, unreadable, too_large, dropped = [], 0, 0, []
+    for position, item in enumerate(items):
         try:
             if kind == "zip":
                 archive = _open_zips.get(location) or _open_zips.setdefault(location, zipfile.ZipFile(location))
@@ -154,11 +174,13 @@ def _decode_chunk(kind: str, location: str, items: list, image_size: int, crop: 
             images.append(decode_image(raw, image_size, crop, max_pixels))
         except TooLarge:
             too_large += 1
+            dropped.append(position)
         except Exception:  # noqa: BLE001 - any unreadable file is skipped and counted, whatever the cause
             unreadable += 1
+            dropped.append(position)
     if not images:
-        return np.empty((0, image_size, image_size, 3), np.uint8), unreadable, too_large
-    return np.stack(images), unreadable, too_large
+        return np.empty((0, image_size, image_size, 3), np.uint8), unreadable, too_large, dropped
+    return np.stack(images), unreadable, too_large, dropped
 
 
 @dataclass
@@ -167,6 +189,7 @@ class PreparedData:
     record: dict         # the cache's JSON record
     path: Path           # the .u8 file
     reused: bool         # True when an existing cache was used
+    weights: np.ndarray | None = None  # --balance: each image's sampling weight (data/balance.py), set by train()
 
 
 def _cache_key(source: Source, image_size: int, crop: int, max_pixels: int) -> str:
@@ -219,14 +242,16 @@ def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = 
         raise FaceganError(f"cannot create the data cache folder {root} ({exc.strerror}): "
                            f"set FACEGAN_CACHE to a writable folder") from None
     record_path.unlink(missing_ok=True)  # from here on the old record must not vouch for a new array
+    remove_dead_temp_files(root)  # half-written arrays of killed preparations (.NAME.u8.tmpPID)
 
     started = time.perf_counter()
     frame = image_size * image_size * 3
     tmp_path = temp_path(array_path)
     written = skipped = too_large = 0
+    dropped = []  # source item indices left out, so labels (CelebA attributes) can be lined up with images
     chunks = [source.items[i:i + _CHUNK] for i in range(0, len(source.items), _CHUNK)]
     args = (source.kind, source.location)
-    options = (image_size, crop, data.render_seed, data.max_pixels)
+    options = (image_size, crop, data.render_seed, data.max_pixels, data.skin_mix)
     bar = _progress_bar(len(source.items), f"preparing {source.describe}", progress)
     try:
         with open(tmp_path, "wb") as out:
@@ -234,15 +259,18 @@ def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = 
             if workers > 1 and len(source.items) >= _PARALLEL_MIN_ITEMS:
                 import multiprocessing
                 # spawn, not fork: the parent may hold torch's thread pools, which fork can deadlock.
-                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_worker_start, initargs=(os.getpid(),)) as pool:
                     results = pool.map(_decode_chunk, *zip(*[(*args, c, *options) for c in chunks]))
-                    for chunk, (images, bad, large) in zip(chunks, results):
+                    for number, (chunk, (images, bad, large, left_out)) in enumerate(zip(chunks, results)):
+                        dropped += [number * _CHUNK + position for position in left_out]
                         out.write(images.tobytes())
                         written, skipped, too_large = written + len(images), skipped + bad, too_large + large
                         bar.update(len(chunk))
             else:
-                for chunk in chunks:
-                    images, bad, large = _decode_chunk(*args, chunk, *options)
+                for number, chunk in enumerate(chunks):
+                    images, bad, large, left_out = _decode_chunk(*args, chunk, *options)
+                    dropped += [number * _CHUNK + position for position in left_out]
                     out.write(images.tobytes())
                     written, skipped, too_large = written + len(images), skipped + bad, too_large + large
                     bar.update(len(chunk))
@@ -260,7 +288,7 @@ def prepare(data: DataConfig, image_size: int, cache_dir=None, progress: bool = 
             "key": key, "format": CACHE_FORMAT, "source": source.describe, "kind": source.kind,
             "image_size": image_size, "crop": crop, "shape": [written, image_size, image_size, 3],
             "found": len(source.items), "used": written, "skipped": skipped, "too_large": too_large,
-            "max_pixels": data.max_pixels,
+            "max_pixels": data.max_pixels, "dropped": dropped,
             "bytes": written * frame, "checksum": _checksum(array_path),
             "seconds": round(time.perf_counter() - started, 2),
         }
@@ -293,7 +321,7 @@ def _progress_bar(total: int, description: str, enabled: bool):
 
 def prepare_source(source: str, image_size: int, crop: int = 0, num_images: int | None = None, render_seed: int = 0,
                    max_pixels: int | None = None, preview: tuple[int, str] | None = None, progress: bool = False,
-                   log=print) -> PreparedData:
+                   log=print, skin_mix: str = "") -> PreparedData:
     """`facegan data prepare` / `preview`: build (or reuse) the cache of `source` for any architecture
     and print its summary; with `preview` = (count, file), also write a grid of the first images."""
     from ..config import check_image_size
@@ -302,9 +330,7 @@ def prepare_source(source: str, image_size: int, crop: int = 0, num_images: int 
     check_image_size(image_size, arch="any")  # data for any architecture: only the range matters
     if num_images is None and preview and source == "faces":
         num_images = preview[0]  # a preview of the renderer needs only the faces it shows
-    data = DataConfig(source=source, crop=crop, render_seed=render_seed,
-                      **({"num_images": num_images} if num_images else {}),
-                      **({"max_pixels": max_pixels} if max_pixels else {}))
+    data = data_config_of(source, crop, num_images, render_seed, max_pixels, skin_mix)
     prepared = prepare(data, image_size, progress=progress)
     log(summary(prepared))
     if preview:
@@ -312,6 +338,14 @@ def prepare_source(source: str, image_size: int, crop: int = 0, num_images: int 
         out = save_grid(prepared.images[:count], out)
         log(f"wrote a grid of {min(count, len(prepared.images))} prepared images to {out}")
     return prepared
+
+
+def data_config_of(source: str, crop: int = 0, num_images: int | None = None, render_seed: int = 0,
+                   max_pixels: int | None = None, skin_mix: str = "") -> DataConfig:
+    """The DataConfig of a `facegan data` command's options (None and 0 keep the defaults)."""
+    return DataConfig(source=source, crop=crop, render_seed=render_seed, skin_mix=skin_mix or "",
+                      **({"num_images": num_images} if num_images else {}),
+                      **({"max_pixels": max_pixels} if max_pixels else {}))
 
 
 def prepare_for_training(cfg, world, cache_dir=None, progress: bool = True, log=print) -> PreparedData:

@@ -129,20 +129,78 @@ def _ellipse(x, y, cx, cy, a, b):
     return (np.sqrt(((x - cx) / a) ** 2 + ((y - cy) / b) ** 2) - 1.0) * np.minimum(a, b)
 
 
-def render_faces(indices, size: int = 64, seed: int = 0, chunk: int = 16) -> np.ndarray:
-    """Render faces `indices` of set `seed` at `size`x`size`: uint8 array (N, size, size, 3)."""
+# --skin-mix: the renderer's skin tones in groups, each group's tones drawn equally often within it.
+# Three shares are light/mid/dark; six are the ITA bands of skin_tone.BANDS, each group holding the
+# tones whose ITA falls in it at every jitter (tone 1 and tone 5 straddle a band edge by a few degrees:
+# their label is read back from the colour actually painted, see skin_labels).
+SKIN_GROUPS = {3: ((0, 1), (2, 3), (4, 5, 6)),
+               6: ((0,), (1,), (2,), (3,), (4,), (5, 6))}
+SKIN_GROUP_NAMES = {3: ("light", "mid", "dark")}
+
+
+def parse_skin_mix(text: str) -> tuple[float, ...]:
+    """'0.85,0.1,0.05' -> normalised shares; '' -> () (every tone equally often, the default set)."""
+    from ..errors import FaceganError
+
+    if not text.strip():
+        return ()
+    try:
+        shares = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        shares = ()
+    if len(shares) not in SKIN_GROUPS or not all(np.isfinite(shares)) or min(shares) < 0 or sum(shares) <= 0:
+        raise FaceganError(f"--skin-mix '{text}' is not a mix: give 3 shares (light,mid,dark) or 6 (the ITA bands "
+                           f"very light..dark), none negative, e.g. 0.85,0.1,0.05")
+    total = sum(shares)
+    return tuple(v / total for v in shares)
+
+
+def _skin_row(u: np.ndarray, mix: tuple[float, ...]) -> np.ndarray:
+    """Each face's row of _SKIN_TONES from its uniform u (N, 1): equal tones, or the groups of `mix`."""
+    if not mix:
+        return np.minimum((u[:, 0] * len(_SKIN_TONES)).astype(np.int64), len(_SKIN_TONES) - 1)
+    shares, groups = np.asarray(mix), SKIN_GROUPS[len(mix)]
+    edges = np.cumsum(shares)
+    # The first edge above u: an empty group has the same edge as the one before it, so it is never chosen.
+    last = int(np.nonzero(shares)[0][-1])
+    group = np.minimum(np.searchsorted(edges, u[:, 0], side="right"), last)
+    # Where u lies inside its group's interval is again uniform: it picks the tone within the group.
+    within = np.clip((u[:, 0] - (edges[group] - shares[group])) / shares[group], 0.0, 1.0 - 1e-9)
+    table = np.array([[g[min(k, len(g) - 1)] for k in range(3)] for g in groups])  # (groups, 3), padded
+    sizes = np.array([len(g) for g in groups])
+    return table[group, (within * sizes[group]).astype(np.int64)]
+
+
+def skin_colours(indices, seed: int = 0, skin_mix: tuple[float, ...] = ()) -> np.ndarray:
+    """The flat skin colour (sRGB in [0, 1], (N, 3)) painted on faces `indices`: the renderer's ground truth."""
+    p = _Params(seed, np.asarray(indices, dtype=np.int64).reshape(-1))
+    return _SKIN_TONES[_skin_row(p.skin, skin_mix)] * _lerp(p.skin_jitter, 0.94, 1.06)
+
+
+def skin_labels(indices, seed: int = 0, skin_mix: tuple[float, ...] = ()) -> np.ndarray:
+    """The ITA band (skin_tone.BANDS index) of each face's painted skin colour, before lighting and shading."""
+    from ..skin_tone import band_of, ita
+    return band_of(ita(np.clip(skin_colours(indices, seed, skin_mix), 0.0, 1.0)))
+
+
+def render_faces(indices, size: int = 64, seed: int = 0, chunk: int = 16,
+                 skin_mix: tuple[float, ...] = ()) -> np.ndarray:
+    """Render faces `indices` of set `seed` at `size`x`size`: uint8 array (N, size, size, 3).
+
+    `skin_mix` (parse_skin_mix) sets the shares of skin-tone groups; () draws every tone equally often."""
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
     for start in range(0, len(indices), chunk):
         part = indices[start:start + chunk]
-        out[start:start + len(part)] = _render_chunk(_Params(seed, part), size).reshape(len(part), size, size, 3)
+        out[start:start + len(part)] = _render_chunk(_Params(seed, part), size, skin_mix).reshape(
+            len(part), size, size, 3)
     return out
 
 
-def _render_chunk(p: _Params, size: int) -> np.ndarray:
+def _render_chunk(p: _Params, size: int, skin_mix: tuple[float, ...] = ()) -> np.ndarray:
     c = _Canvas(p, size)
     x, y = c.x, c.y
-    skin = _pick(_SKIN_TONES, p.skin) * _lerp(p.skin_jitter, 0.94, 1.06)[:, :, None]
+    skin = _SKIN_TONES[_skin_row(p.skin, skin_mix)][:, None, :] * _lerp(p.skin_jitter, 0.94, 1.06)[:, :, None]
     hair = _pick(_HAIR_COLOURS, p.hair_colour)
     style = np.minimum((p.hair_style * 5).astype(np.int64), 4)  # (N, 1)
     bald, long_hair = style == _HAIR_BALD, style == _HAIR_LONG

@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import FaceganError
 from ..fileio import atomic_write
 from ..generate import generate
 from ..metric_names import parse_metrics  # noqa: F401  (parse_metrics: the public name here too)
@@ -48,12 +50,15 @@ def _cached(path: Path, compute) -> dict:
         try:
             with np.load(path) as data:
                 return {k: data[k] for k in data.files}
-        except (OSError, ValueError):
-            pass  # a damaged cache file is recomputed
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # a damaged or truncated cache file is recomputed
     values = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, mode=None, suffix=".npz") as tmp:
-        np.savez(tmp, **values)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, mode=None, suffix=".npz") as tmp:
+            np.savez(tmp, **values)
+    except (OSError, FaceganError):
+        pass  # a read-only or full cache: the statistics are computed, just not kept for next time
     return values
 
 
@@ -73,6 +78,7 @@ class EvalInputs:
     inception_weights: str | None = None
     train_count: int | None = None  # nn: how many prepared images the run trained on (the rest are held out)
     sheet_path: object = None       # nn: where to write the sheet of samples beside their neighbours
+    audit_path: object = None       # audit: where to write the chart of bands (and the samples per band beside it)
     _inception: dict = field(default_factory=dict)
 
     def inception(self):
@@ -154,25 +160,36 @@ def _precision_recall(inputs: EvalInputs) -> dict:
     return {"precision": round(precision, 4), "recall": round(recall, 4)}
 
 
+def _audit(inputs: EvalInputs) -> dict:
+    from .audit import skin_tone_audit
+
+    count = inputs.train_count or len(inputs.prepared.images)
+    return skin_tone_audit(inputs.fake, inputs.prepared, count, inputs.audit_path)
+
+
 # metric name (metric_names.METRICS) -> the function that computes it: a new metric is one entry here
 # and one in metric_names.py; callers never branch on names.
 METRIC_FUNCTIONS = {"swd": _swd, "msssim": _msssim, "nn": _nearest, "fid": _fid, "kid": _kid,
-                    "pr": _precision_recall}
+                    "pr": _precision_recall, "audit": _audit}
 
 
 def evaluate(generator, prepared, metrics, num_samples: int = 1000, device="cpu", inception_weights=None,
              batch_size: int = 64, cache_dir=None, seed: int = 0, train_count: int | None = None,
-             sheet_path=None) -> dict:
+             sheet_path=None, audit_path=None) -> dict:
     """Metric name -> value for `generator` against the prepared images.
 
     For "nn", `train_count` is how many of the images the run trained on (the rest are held out) and
     `sheet_path`, when given, receives the sheet of samples beside their nearest training images."""
+    if num_samples < 2 or len(prepared.images) < 2:
+        few = f"--num-samples {num_samples}" if num_samples < 2 else f"a data set of {len(prepared.images)} image"
+        raise FaceganError(f"cannot evaluate with {few}: the metrics compare pairs and distributions, so they need "
+                           f"at least 2 samples and 2 real images (1,000 is the default)")
     was_training = generator.training
     generator.eval()
     fake = generate(generator, range(seed, seed + num_samples), batch_size, device)
     generator.train(was_training)
     inputs = EvalInputs(fake, real_subset(prepared.images, num_samples, seed), prepared, device, seed, cache_dir,
-                        inception_weights, train_count, sheet_path)
+                        inception_weights, train_count, sheet_path, audit_path)
     results = {"num_samples": int(num_samples)}
     for name in METRIC_FUNCTIONS:  # in the registry's order, whatever order they were asked in
         if name in metrics:
@@ -198,7 +215,8 @@ def evaluate_checkpoint(checkpoint, metrics, num_samples: int = 1000, device="cp
                        progress=progress)
     run = run_of(checkpoint)
     results = evaluate(generator, prepared, metrics, num_samples, device, inception_weights, batch_size,
-                       train_count=None if data else (cfg.data.max_images or None), sheet_path=run.nearest_png)
+                       train_count=None if data else (cfg.data.max_images or None), sheet_path=run.nearest_png,
+                       audit_path=run.audit_png)
     run.append_metrics({"step": state.get("step"), "eval": results, "checkpoint": str(checkpoint),
                         "time": round(time.time(), 3)})
     return results, run.metrics_jsonl
@@ -216,7 +234,7 @@ def format_table(results: dict) -> str:
     rows = [("metric", "value")]
     for key, value in results.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k}px {v}" for k, v in value.items())
+            value = ", ".join(f"{k}{'px' if key == 'swd_levels' else ':'} {v}" for k, v in value.items())
         rows.append((key, str(value)))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -148,12 +148,26 @@ figure{margin:0}figcaption{font-size:12px;text-align:center}.missing{width:200px
 font-size:12px;display:flex;align-items:center;justify-content:center}h2{margin-top:36px}"""
 
 
+def _read_index(path: Path) -> dict:
+    """study.json as the runner wrote it, or one line saying it is damaged and how to rebuild it."""
+    rebuild = f"run 'facegan study run SPEC --out {path.parent}' again to rewrite it (finished trials are kept)"
+    try:
+        index = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise FaceganError(f"{path} is damaged (not JSON): {rebuild}") from None
+    shapes = {"trials": list, "base": dict, "mode": str}
+    if not isinstance(index, dict) or any(not isinstance(index.get(k), t) for k, t in shapes.items()) or not all(
+            isinstance(t, dict) and isinstance(t.get("settings", {}), dict) for t in index["trials"]):
+        raise FaceganError(f"{path} is not a study index (it lacks trials, base or mode): {rebuild}")
+    return index
+
+
 def write_report(out) -> tuple[Path, Path]:
     out = Path(out)
     index_path = out / "study.json"
     if not index_path.is_file():
         raise FaceganError(f"{out} has no study.json: run 'facegan study run SPEC --out {out}' first")
-    index = json.loads(index_path.read_text())
+    index = _read_index(index_path)
     pictures = out / "report"
     pictures.mkdir(exist_ok=True)
     trials = index["trials"]

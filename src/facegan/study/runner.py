@@ -108,6 +108,7 @@ def run_trial(spec: StudySpec, trial: Trial, out: Path, log=print) -> dict:
     from .. import checkpoints
     from ..config import resume_config
     from ..runs import RunFolder
+    from ..errors import StorageFull
     from ..train import TrainingDiverged, train
 
     cfg = trial_config(spec, trial)
@@ -133,8 +134,12 @@ def run_trial(spec: StudySpec, trial: Trial, out: Path, log=print) -> dict:
         score_at_end(run, cfg)
     except TrainingDiverged as exc:
         record = {"status": "diverged", "reason": str(exc).split(":")[0] + ": losses became NaN or infinite"}
+    except StorageFull as exc:  # the disk, not the settings: the next `study run` retries it
+        record = {"status": "failed", "reason": str(exc), "retry": True}
     except FaceganError as exc:
         record = {"status": "failed", "reason": str(exc)}
+    except OSError as exc:  # an I/O error the code did not foresee (a network disk gone): retried as well
+        record = {"status": "failed", "reason": f"I/O error: {exc}", "retry": True}
     record["wall_s"] = round(time.time() - started, 1)
     return record
 
@@ -187,6 +192,9 @@ def _objective(spec: StudySpec, out: Path, log):
 def work(spec: StudySpec, out: Path, storage_url: str, log=print, threads: int | None = None) -> None:
     """One worker: take waiting trials until none is waiting or running anywhere (on `threads` CPU
     threads when given)."""
+    if os.environ.get("FACEGAN_PARENT_PID", "").isdigit():  # started by `study run`: end with it
+        from ..interrupt import die_with_parent
+        die_with_parent(int(os.environ["FACEGAN_PARENT_PID"]))
     if threads:
         import torch
         torch.set_num_threads(threads)
@@ -211,14 +219,41 @@ def study_name(out: Path) -> str:
     return f"facegan:{Path(out).resolve().name}"
 
 
+def requeue_failed(study, spec: StudySpec, every_failure: bool = False) -> list[str]:
+    """Queue again the trials whose last attempt failed on a full disk or an I/O error (with `every_failure`,
+    every failed one; diverged trials are final). Returns their names."""
+    from optuna.trial import TrialState
+
+    latest, busy = {}, set()
+    for frozen in study.get_trials(deepcopy=False):
+        name = trial_name_of(frozen)
+        if frozen.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE):
+            busy.add(name)
+        elif frozen.user_attrs.get("status"):
+            latest[name] = frozen.user_attrs
+    names = [t.name for t in spec.trained if t.name not in busy and t.name in latest
+             and _retryable(latest[t.name], every_failure)]
+    for name in names:
+        study.enqueue_trial({"trial": name})
+    return names
+
+
+def _retryable(record: dict, every_failure: bool) -> bool:
+    return record.get("status") == "failed" and (every_failure or bool(record.get("retry")))
+
+
 def run_study(spec: StudySpec, out, jobs: int = 1, storage: str | None = None, log=print,
-              progress: bool = True) -> Path:
-    """Run every trial of `spec` under `out` with `jobs` local workers; returns out/study.json."""
+              progress: bool = True, retry_failed: bool = False) -> Path:
+    """Run every trial of `spec` under `out` with `jobs` local workers; returns out/study.json. Trials that
+    failed on a full disk or an I/O error are retried (with `retry_failed`, every failed trial)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage_url = storage or default_storage(out)
     study = open_study(storage_url, study_name(out))
     added = enqueue_missing(study, spec)
+    retried = requeue_failed(study, spec, every_failure=retry_failed)
+    if retried:
+        log(f"retrying {len(retried)} failed trial(s): {', '.join(retried)}")
     finished = _finished(study)
     log(f"study {out}: {len(spec.trained)} trials to train ({len(finished)} finished already, {added} newly queued), "
         f"{jobs} worker(s), storage {storage_url}")
@@ -265,9 +300,17 @@ _NOT_SPEED = {"data", "epochs", "max_steps", "seed", "log_every", "keep_checkpoi
 
 
 def _finished(study) -> set[str]:
+    """Trials that are done for good: completed, or ended with a status that a re-run does not retry
+    (diverged, or failed on their settings). A trial queued again is not finished, whatever came before."""
     from optuna.trial import TrialState
-    return {trial_name_of(t) for t in study.get_trials(deepcopy=False)
-            if t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and t.user_attrs.get("status"))}
+    finished, queued = set(), set()
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and t.user_attrs.get("status")):
+            finished.add(trial_name_of(t))
+        elif t.state in (TrialState.WAITING, TrialState.RUNNING):
+            queued.add(trial_name_of(t))
+    completed = {trial_name_of(t) for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE}
+    return (finished - queued) | completed
 
 
 def _run_workers(spec: StudySpec, out: Path, storage_url: str, jobs: int, study, progress: bool) -> None:
@@ -279,7 +322,8 @@ def _run_workers(spec: StudySpec, out: Path, storage_url: str, jobs: int, study,
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     workers = []
     for i in range(jobs):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   FACEGAN_PARENT_PID=str(os.getpid()))  # the worker ends when this process dies
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
         command = [sys.executable, "-m", "facegan", "study", "worker", str(spec.path), "--out", str(out),

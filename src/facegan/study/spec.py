@@ -103,6 +103,10 @@ def build_config(options: dict, path=".") -> TrainConfig:
         raise FaceganError(f"study spec {Path(path).name}: {exc}") from None
 
 
+MAX_SAMPLED = 1e15     # a sampled value beyond this fits no option (and overflows numpy's int64 draws)
+MAX_TRIALS = 10_000    # a grid or search larger than this is a typo, not a study: refused with its count
+
+
 def _distribution(text, name: str, path):
     """'loguniform(1e-4, 1e-3)' -> a function rng -> value."""
     match = _DISTRIBUTION.match(text) if isinstance(text, str) else None
@@ -116,10 +120,13 @@ def _distribution(text, name: str, path):
     kind = match.group(1)
     if kind == "choice":
         return lambda rng: args[int(rng.integers(len(args)))]
-    if len(args) != 2 or not all(isinstance(a, (int, float)) for a in args) or not args[0] < args[1] \
+    if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args) \
+            or not all(math.isfinite(a) and abs(a) <= MAX_SAMPLED for a in args) or not args[0] < args[1] \
+            or (kind == "randint" and not all(isinstance(a, int) for a in args)) \
             or (kind == "loguniform" and args[0] <= 0):
-        raise _fail(path, f"[random] {name}", f"{kind} needs two numbers low < high"
-                                              f"{' above 0' if kind == 'loguniform' else ''}, not {text!r}")
+        raise _fail(path, f"[random] {name}", f"{kind} needs two {'whole ' if kind == 'randint' else ''}numbers "
+                                              f"low < high{' above 0' if kind == 'loguniform' else ''}, each "
+                                              f"within +-{MAX_SAMPLED:.0e}, not {text!r}")
     low, high = args
     if kind == "randint":
         return lambda rng: int(rng.integers(low, high + 1))
@@ -131,11 +138,19 @@ def _distribution(text, name: str, path):
 def load_spec(path) -> StudySpec:
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise FaceganError(f"study spec {path} does not exist: write one with 'facegan study init {path}'") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise _fail(path, "TOML", str(exc)) from None
+    except IsADirectoryError:
+        raise FaceganError(f"study spec {path} is a folder: pass the study's .toml file") from None
+    except UnicodeDecodeError as exc:
+        raise _fail(path, "text", f"byte {exc.start} is not UTF-8: save the spec as UTF-8 text") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise _fail(path, "TOML", str(exc) or "nested too deeply") from None
+    for section in ("base", "grid", "random"):
+        if section in raw and not isinstance(raw[section], dict):
+            raise _fail(path, f"[{section}]", f"must be a section of options ([{section}] on its own line), "
+                                              f"not {raw[section]!r}")
     unknown = sorted(set(raw) - {"base", "grid", "random"})
     if unknown:
         raise _fail(path, f"[{unknown[0]}]", "unknown section: use [base] and one of [grid] or [random]")
@@ -177,6 +192,10 @@ def _grid(path, base: dict, grid: dict) -> StudySpec:
         if not isinstance(values, list) or not values:
             raise _fail(path, f"[grid] {name}", f"must be a non-empty list of values, e.g. {name} = [1, 2], "
                                                 f"not {values!r}")
+    count = math.prod(len(v) for v in grid.values()) if mode == "product" else sum(len(v) for v in grid.values())
+    if count > MAX_TRIALS:
+        raise _fail(path, "[grid]", f"{count:,} trials is more than {MAX_TRIALS:,}: list fewer values (or use "
+                                    f"[random] with trials = N)")
     spec = StudySpec(path, base, "grid" if mode == "one-factor" else "product", grid)
     if mode == "product":
         import itertools
@@ -204,8 +223,10 @@ def _grid(path, base: dict, grid: dict) -> StudySpec:
 def _random(path, base: dict, section: dict) -> StudySpec:
     trials = section.pop("trials", None)
     seed = section.pop("seed", 0)
-    if not isinstance(trials, int) or trials < 1:
-        raise _fail(path, "[random] trials", f"must be a whole number >= 1, not {trials!r}")
+    if not isinstance(trials, int) or isinstance(trials, bool) or not 1 <= trials <= MAX_TRIALS:
+        raise _fail(path, "[random] trials", f"must be a whole number 1 to {MAX_TRIALS:,}, not {trials!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
+        raise _fail(path, "[random] seed", f"must be a whole number 0 or more, not {seed!r}")
     if not section:
         raise _fail(path, "[random]", "no options to sample: add e.g. lr = \"loguniform(1e-4, 1e-3)\"")
     samplers = {name: _distribution(text, name, path) for name, text in section.items()}
