@@ -10,10 +10,11 @@ the default recipe with and without `--balance skin`, the same steps each, once 
 seeds: the audit (each ITA band's share in the samples against the training data's, the ratios, total
 variation), SWD x1e3 and MS-SSIM against the biased training set, and SWD and total variation against
 faces rendered with every band equally often (swd_even, audit_tv_even: what a balanced run aims at,
-so the price of balance in quality shows apart from the shift it asks for). It prints the table, writes OUT/results.json and OUT/bands.png: per
-run of the first seed, a row of samples per band (very light at the top; white cells where a band
-had fewer samples than the row holds). Each run's numbers are kept in OUT/RUN.json and not measured
-again (delete one to redo it). Wall time on a 2-core CPU at the defaults: about 4 min per run.
+so the price of balance in quality shows apart from the shift it asks for). It prints the table,
+writes OUT/results.json and OUT/bands.png: per run of the first seed, a row of samples per band
+(very light at the top; white cells where a band had fewer samples than the row holds). Each run's
+numbers are kept in OUT/RUN.json and not measured again (delete one to redo it). Wall time on a
+2-core CPU at the defaults: 9-12 min per run (measured while other jobs ran).
 """
 
 import argparse

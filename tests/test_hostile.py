@@ -1,7 +1,6 @@
 """Issue 21, round 2: hostile checkpoints, config files, seeds, study specs, run folders, demo options and
 sizes each get one line (and no run folder), never a traceback, a hang or unbounded memory."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,11 +9,10 @@ import time
 
 import pytest
 import torch
+from test_hardening import TINY, one_line_error
 
 from facegan import checkpoints
 from facegan.cli import main
-
-from test_hardening import TINY, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -167,10 +165,10 @@ def test_download_never_deletes_a_folder_it_did_not_make(tmp_path, capsys):
 
 
 def test_demo_refuses_an_empty_host(tmp_path, capsys):
+    from facegan.config import ModelConfig
     from facegan.demo import make_server
     from facegan.errors import FaceganError
     from facegan.models import Generator
-    from facegan.config import ModelConfig
     with pytest.raises(FaceganError, match="every network interface"):
         make_server(Generator(ModelConfig(conv_dim=8, z_size=16)), {}, host="", port=0)
 

@@ -57,8 +57,9 @@ def default_channels_last(device: torch.device) -> bool:
 
 
 def adam_options(device: torch.device) -> dict:
-    """Adam's implementation per device: fused kernels on CUDA, foreach (multi-tensor) elsewhere."""
-    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+    """Adam's implementation per device: fused kernels on CUDA and CPU (on CPU measured 4x faster than
+    foreach: 4.0 vs 17.2 ms per step of the 64 px networks, and no .item() per parameter), foreach elsewhere."""
+    return {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
 
 
 def autocast_factory(device: torch.device, bf16: bool):

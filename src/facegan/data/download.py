@@ -316,7 +316,8 @@ def safe_unzip(archive: Path, folder: Path) -> int:
         except (RuntimeError, NotImplementedError) as exc:  # an encrypted entry; a compression zipfile lacks
             shutil.rmtree(tmp, ignore_errors=True)
             raise FaceganError(f"cannot unzip entry '{member.filename}' of {archive.name} ({exc}): an encrypted or "
-                               f"unusually compressed archive; unzip it yourself and pass the folder as --data") from None
+                               f"unusually compressed archive; unzip it yourself and pass the folder as "
+                               f"--data") from None
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
             shutil.rmtree(tmp, ignore_errors=True)
             raise FaceganError(f"refusing to unzip {archive.name}: entry '{member.filename}' clashes with another "

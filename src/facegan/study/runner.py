@@ -107,8 +107,8 @@ def run_trial(spec: StudySpec, trial: Trial, out: Path, log=print) -> dict:
     """Train (or resume, or skip when finished) one trial; returns its record for study.json."""
     from .. import checkpoints
     from ..config import resume_config
-    from ..runs import RunFolder
     from ..errors import StorageFull
+    from ..runs import RunFolder
     from ..train import TrainingDiverged, train
 
     cfg = trial_config(spec, trial)
