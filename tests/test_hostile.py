@@ -305,3 +305,20 @@ def test_evaluate_works_with_a_read_only_cache(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["evaluate", "--runs", str(runs), "--num-samples", "16", "--metrics", "swd,msssim"]) == 0
     assert "msssim_real" in capsys.readouterr().out
+
+
+def test_a_torchscript_file_as_a_checkpoint_is_one_line(tmp_path, capsys):
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "script.pt"))
+    err = one_line_error(capsys, "generate", tmp_path / "script.pt")
+    assert "facegan checkpoint" in err or "cannot read checkpoint" in err
+
+
+def test_a_walk_at_truncation_zero_is_the_mean_face_not_black():
+    from facegan.config import ModelConfig
+    from facegan.generate import generate, interpolate
+    from facegan.models import Generator
+    torch.manual_seed(0)
+    generator = Generator(ModelConfig(conv_dim=8, z_size=16)).eval()
+    frames = interpolate(generator, [0, 1], 4, slerp=True, truncation=0.0)
+    mean_face = generate(generator, [0], truncation=0.0)[0]
+    assert all((frame == mean_face).all() for frame in frames)  # psi 0: every latent is the mean
