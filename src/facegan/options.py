@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import FaceganError
 
-MAX_NUMBER = 1e15  # no option means anything beyond this (and torch's and numpy's int64 end at 9.2e18)
+MAX_NUMBER = 10 ** 15  # no whole-number option means anything beyond this (torch's and numpy's int64 end at 9.2e18)
 NOT_OLD = object()  # `before`: the option is as old as checkpoints, nothing to fill in
 
 
@@ -72,7 +72,7 @@ class Option:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
                 return f"{self.long_flag} {value} must be a finite number"
-            if abs(value) > MAX_NUMBER:  # a 400-digit integer fits no option and overflows torch and numpy
+            if isinstance(value, int) and abs(value) > MAX_NUMBER:  # a 400-digit integer overflows torch, numpy
                 digits = str(value)
                 shown = digits if len(digits) < 20 else f"{digits[:6]}... ({len(digits)} digits)"
                 return f"{self.long_flag} {shown} is too large: use {self.range_text()}, at most {MAX_NUMBER:.0e}"
