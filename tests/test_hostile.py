@@ -14,6 +14,8 @@ from test_hardening import TINY, one_line_error
 from facegan import checkpoints
 from facegan.cli import main
 
+from conftest import child_pids, process_running
+
 
 @pytest.fixture(scope="module")
 def training_state(tmp_path_factory):
@@ -182,36 +184,22 @@ def test_killed_prepare_leaves_no_workers_and_its_temp_file_is_cleaned(tmp_path)
                              "--image-size", "64"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (list(cache.glob(".*.tmp*")) and _children(proc.pid)):
+    while time.time() < deadline and not (list(cache.glob(".*.tmp*")) and child_pids(proc.pid)):
         time.sleep(0.2)
-    workers = _children(proc.pid)
+    workers = child_pids(proc.pid)
     assert workers, "the preparation never started its workers"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 20
-    while time.time() < deadline and any(_alive(pid) for pid in workers):
+    while time.time() < deadline and any(process_running(pid) for pid in workers):
         time.sleep(0.2)
-    assert not [pid for pid in workers if _alive(pid)], "workers outlived their parent"
+    assert not [pid for pid in workers if process_running(pid)], "workers outlived their parent"
     assert list(cache.glob(".*.tmp*"))
     from facegan.config import DataConfig
     from facegan.data.prepare import prepare
     prepare(DataConfig(num_images=16), 16, cache_dir=cache)
     assert not list(cache.glob(".*.tmp*"))
 
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-    except OSError:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def _zips(tmp_path):

@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from facegan.cli import main
+
+from conftest import child_pids, process_running
 
 pytest.importorskip("optuna", reason="facegan study run needs Optuna: pip install -e '.[study]'")
 
@@ -273,25 +274,13 @@ def test_killing_the_study_parent_ends_its_workers(tmp_path):
     workers = []
     while time.time() < deadline and not (workers and any(p.name.startswith("seed=") for p in out.iterdir())):
         time.sleep(0.2)
-        workers = _children(parent.pid) if out.exists() else []
+        workers = child_pids(parent.pid) if out.exists() else []
     assert workers, "the study started no worker"
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
     deadline = time.time() + 20
-    while time.time() < deadline and any(_running(pid) for pid in workers):
+    while time.time() < deadline and any(process_running(pid) for pid in workers):
         time.sleep(0.2)
-    assert not [pid for pid in workers if _running(pid)], "a worker outlived its study"
+    assert not [pid for pid in workers if process_running(pid)], "a worker outlived its study"
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False

@@ -61,7 +61,6 @@ def _take_lock(path: Path) -> int | None:
         os.close(fd)
 
 
-_alive = pid_alive  # fileio's: one answer to 'is that writer still running'
 
 
 class RunFolder:
@@ -295,7 +294,7 @@ def resolve_checkpoint(target, root, prefer: str = "last", log=None) -> Path:
 def is_being_written(run: RunFolder) -> bool:
     """True while a live process holds the run's lock (a training writing to it)."""
     holder = _pid_in(run.path / ".lock")
-    return holder is not None and holder != os.getpid() and _alive(holder)
+    return holder is not None and holder != os.getpid() and pid_alive(holder)
 
 
 def _json_object(path: Path) -> dict:

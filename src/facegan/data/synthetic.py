@@ -135,7 +135,6 @@ def _ellipse(x, y, cx, cy, a, b):
 # their label is read back from the colour actually painted, see skin_labels).
 SKIN_GROUPS = {3: ((0, 1), (2, 3), (4, 5, 6)),
                6: ((0,), (1,), (2,), (3,), (4,), (5, 6))}
-SKIN_GROUP_NAMES = {3: ("light", "mid", "dark")}
 
 
 def parse_skin_mix(text: str) -> tuple[float, ...]:
