@@ -51,6 +51,7 @@ def main():
     parser.add_argument("--variants", action="store_true", help="also time the default without each of its parts")
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of the default step instead")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = facegan's default")
+    parser.add_argument("--memory", action="store_true", help="CUDA: also each recipe's peak GPU memory in 2 steps")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,7 +80,19 @@ def main():
                   f"{device.type} with {torch.get_num_threads()} threads:")
             rates = bench.alternate(runners, args.steps, args.repeats, args.warmup, device)
             table.append((size, {name: statistics.median(r) for name, r in rates.items()}))
+            if args.memory and device.type == "cuda":
+                print_peak_memory(runners)
         print_table(table)
+
+
+def print_peak_memory(runners: dict) -> None:
+    """Peak GPU memory of 2 steps of each recipe, measured alone (after the timing, so warm)."""
+    for name, runner in runners.items():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        runner.steps(2)
+        torch.cuda.synchronize()
+        print(f"peak GPU memory, {name}: {torch.cuda.max_memory_allocated() / 2 ** 20:,.0f} MiB")
 
 
 def print_table(table) -> None:

@@ -106,3 +106,26 @@ def test_the_bf16_step_runs_no_fp32_convolution_or_matmul_and_no_host_sync():
     assert not syncs, f"host syncs inside the step: {syncs}"
     # The same guard sees fp32 where fp32 is asked for, so it is not blind.
     assert any(torch.float32 in dtypes for name, dtypes in _default_recipe_steps("off") if name in HEAVY)
+
+
+def test_a_shared_cpu_gets_one_line_naming_the_thread_fix(monkeypatch):
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from facegan.device import busy_threads_elsewhere, configure_threads
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    threads = torch.get_num_threads()
+    try:
+        assert busy_threads_elsewhere() >= 1  # the spinner is always running or waiting to run
+        torch.set_num_threads(len(__import__("os").sched_getaffinity(0)) + 1)  # more threads than free cores
+        said = []
+        configure_threads(SimpleNamespace(threads=0), log=said.append)
+        assert len(said) == 1 and "the CPU is shared" in said[0] and "--threads" in said[0], said
+        said.clear()
+        assert configure_threads(SimpleNamespace(threads=1), log=said.append) == 1  # the user chose: no advice
+        assert said == [] and torch.get_num_threads() == 1
+    finally:
+        spinner.kill()
+        torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 script still starting, and every flag the README and docs/ show still existing."""
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -88,3 +89,18 @@ def test_every_flag_the_readme_and_docs_show_exists():
                 if flag not in flags[command] and flag not in flags[""]:
                     missing.append(f"{page.name}: facegan {command} {flag}")
     assert missing == []
+
+
+def test_the_gpu_check_script_runs_its_cpu_parts(tmp_path):
+    """benchmarks/gpu_check.sh must not rot before a GPU is lent: --help, then its dry run (the torchrun, resume,
+    generate and export steps, tiny and on the CPU) must finish with every step ok."""
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path), OMP_NUM_THREADS="1")
+    shown = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "--dry-run" in shown.stdout
+    done = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = done.stdout.split("status", 1)[1]
+    for step in ("speed eager", "torchrun 1 process (gloo)", "resume", "generate", "export onnx"):
+        assert re.search(rf"{re.escape(step)}\s+ok\b", table), table
+    assert "FAILED" not in done.stdout

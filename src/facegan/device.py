@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -89,3 +90,59 @@ def check_fits(parameters: int, needed: int, device: torch.device, activations: 
                            f"and Adam state, {activations / 2**30:,.1f} GiB activations of one step), more than the "
                            f"{available / 2**30:,.1f} GiB of {device.type}: lower --batch-size, --conv-dim or "
                            f"--image-size")
+
+
+
+def busy_threads_elsewhere(samples: int = 5, interval_s: float = 0.02, max_tasks: int = 20_000) -> int:
+    """Threads of other processes running or waiting to run right now: the median over a few samples of
+    the 'R' states in /proc/*/task/*/stat, ours left out. 0 where /proc cannot tell (not Linux)."""
+    import time
+
+    own = str(os.getpid())
+    counts = []
+    for sample in range(samples):
+        running, seen = 0, 0
+        try:
+            pids = [name for name in os.listdir("/proc") if name.isdigit() and name != own]
+        except OSError:
+            return 0
+        for pid in pids:
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue  # ended meanwhile, or not ours to read
+            for task in tasks:
+                seen += 1
+                try:
+                    with open(f"/proc/{pid}/task/{task}/stat", "rb") as stat:
+                        # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces, parentheses)
+                        running += stat.read().rpartition(b")")[2][1:2] == b"R"
+                except OSError:
+                    continue
+            if seen > max_tasks:  # a huge host: counting would cost more than it tells
+                return 0
+        counts.append(running)
+        if sample < samples - 1:
+            time.sleep(interval_s)
+    return sorted(counts)[len(counts) // 2]
+
+
+def configure_threads(cfg, log=print) -> int:
+    """torch's CPU thread count for a run, returned: --threads when given, else torch's default (its
+    physical cores, or OMP_NUM_THREADS). On a CPU that other processes keep busy, say in one line how to
+    fit: OpenMP's threads wait at every parallel region for the slowest one, so more threads than free
+    cores ran at 0.16x of a fair share beside two other trainings (benchmarks/cpu_hog.py) and 1 thread
+    at 0.78x. The count is not changed behind the user's back: it changes the floating-point
+    summation order, and with it what a seed reproduces."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+        return cfg.threads
+    threads = torch.get_num_threads()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = busy_threads_elsewhere()
+    free = max(1, cpus - busy)
+    if busy and threads > free:
+        log(f"the CPU is shared: {busy} busy thread(s) of other processes on {cpus} CPU(s), and {threads} training "
+            f"threads may then run far below a fair share: --threads {free} (or OMP_NUM_THREADS={free}) fits the "
+            f"free CPU")
+    return threads

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .data.balance import training_weights
 from .data.batches import BatchSource
 from .data.prepare import PreparedData, prepare_for_training
-from .device import autocast_factory, check_fits, default_channels_last, resolve_amp, resolve_device
+from .device import autocast_factory, check_fits, configure_threads, default_channels_last, resolve_amp, resolve_device
 from .ema import ema_beta
 from .errors import FaceganError, TrainingDiverged
 from .estimate import RunClock
@@ -366,6 +366,8 @@ def train(cfg: TrainConfig, out="runs", resume_from=None, progress: bool = True,
     world, device = distributed.init(resolve_device(cfg.device))
     if not world.is_main:
         log = lambda *args, **kwargs: None  # noqa: E731  (rank 0 speaks for all)
+    if device.type == "cpu":
+        configure_threads(cfg, log)
     try:
         # Before any data is prepared or a folder made: the training state and one step's activations.
         check_fits(*training_bytes(cfg.model), device, activations=activation_bytes(cfg.model, cfg.batch_size))
