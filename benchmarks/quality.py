@@ -12,7 +12,10 @@ Each recipe is trained through `facegan.train.train` once per seed and evaluated
 `facegan.metrics.evaluate` (SWD x1e3 on 1,000 samples, per level and average; MS-SSIM diversity,
 lower = more diverse). For (a) and (b) it also reports equal wall time: each run is evaluated at its
 last epoch checkpoint written within the textbook's median training time (a recipe faster than the
-textbook is taken at its end). It prints medians and min-max over seeds, writes OUT/SETTING/results.json
+textbook is taken at its end), and time to the textbook's SWD: the training time at which each run's
+epoch checkpoints first reach the textbook's final SWD (median over its seeds), and that time over the
+textbook's own training time ("faces per minute": below 1 is faster). It prints medians and min-max
+over seeds, writes OUT/SETTING/results.json
 and OUT/SETTING/side-by-side.png
 (textbook | facegan default, seed 1, the same 36 latents). --quick: 1 seed, 1/10 of the images.
 Each run's numbers are kept in OUT/SETTING/RECIPE/seed-N.json and are not measured again (delete the
@@ -94,6 +97,28 @@ def checkpoint_within(run: Path, seconds: float) -> Path:
     epochs = sorted((run / "checkpoints").glob("epoch-*.pt"))
     inside = [p for p in epochs if p.stat().st_mtime - start <= seconds]
     return inside[-1] if inside else epochs[0]
+
+
+def _trained_s(run: Path, checkpoint: Path) -> float:
+    return checkpoint.stat().st_mtime - _started(run)
+
+
+def _trained_to_end(row: dict) -> float:
+    run = Path(row["run"])
+    return _trained_s(run, max((run / "checkpoints").glob("epoch-*.pt")))
+
+
+def time_to_swd(row: dict, target: float, prepared) -> float | None:
+    """Seconds of training until the run's first epoch checkpoint with SWD <= target (None: never); the
+    SWD of each checkpoint looked at is kept in the row, so a second call measures nothing."""
+    run = Path(row["run"])
+    seen = row.setdefault("swd_by_checkpoint", {})
+    for checkpoint in sorted((run / "checkpoints").glob("epoch-*.pt")):
+        if checkpoint.name not in seen:
+            seen[checkpoint.name] = measure(checkpoint, prepared, 0)["swd"]
+        if seen[checkpoint.name] <= target:
+            return round(_trained_s(run, checkpoint), 1)
+    return None
 
 
 def measure(checkpoint: Path, prepared, train_images: int) -> dict:
@@ -199,6 +224,16 @@ def main():
                     row["swd_equal_wall"] = measure(checkpoint, prepared, 0)["swd"]
                     row["equal_wall_checkpoint"] = checkpoint.name
                     _write_json(out / name / f"seed-{row['seed']}.json", row)
+        # Faces per minute: when does each recipe first draw faces as good as the textbook's final ones?
+        target = statistics.median(r["swd"] for r in results["textbook"])
+        textbook_s = statistics.median(_trained_to_end(r) for r in results["textbook"])
+        for name, rows in results.items():
+            for row in rows:
+                if row.get("target_swd") != target or "time_to_target_s" not in row:
+                    row["target_swd"] = target
+                    row["time_to_target_s"] = time_to_swd(row, target, prepared) if name != "textbook" else \
+                        round(_trained_to_end(row), 1)
+                    _write_json(out / name / f"seed-{row['seed']}.json", row)
     shown = {n: Path(next(r["run"] for r in results[n] if r["seed"] == seeds[0])) for n in ("textbook", "default")
              if n in results and any(r["seed"] == seeds[0] for r in results[n])}
     if len(shown) == 2:
@@ -217,6 +252,14 @@ def main():
         print(line)
     if equal_wall:
         print(f"equal wall time: {equal_wall:.0f} s (the textbook's median)")
+        print(f"\ntime to the textbook's final SWD ({target:.2f}); the textbook's own training: {textbook_s:.0f} s")
+        for name, rows in results.items():
+            times = [r["time_to_target_s"] for r in rows]
+            reached = [t for t in times if t is not None]
+            when = f"{statistics.median(reached):.0f} s = {statistics.median(reached) / textbook_s:.2f}x the textbook" \
+                if reached else "never within its run"
+            print(f"{name:<12}{when}" + (f" ({len(reached)} of {len(times)} seeds reached it)"
+                                        if len(reached) != len(times) else ""))
     reals = statistics.median(r["msssim_real"] for rows in results.values() for r in rows)
     print(f"MS-SSIM of real faces: {reals:.3f}")
 

@@ -97,3 +97,36 @@ def test_page_in_a_real_browser_slider_batch_walk_download(server, browser, tmp_
     wait.until(lambda d: "to=7" in d.find_element(By.ID, "walk").get_attribute("src") and _loaded(d, "walk"))
     assert browser.find_element(By.ID, "status").text == ""              # no request failed
     browser.save_screenshot(str(tmp_path / "demo.png"))
+
+
+def test_a_silent_client_is_dropped_and_a_hang_up_prints_no_traceback(monkeypatch, capsys):
+    import socket
+    import struct
+    import time
+
+    from facegan import demo
+    from facegan.models import build_models
+
+    monkeypatch.setattr(demo, "IDLE_TIMEOUT_S", 0.5)
+    generator, _ = build_models(ModelConfig(conv_dim=8, z_size=16))
+    server = make_server(generator, {"run": "t", "image_size": 32, "z_size": 16, "steps": 0, "ema": False}, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        silent = socket.create_connection(("127.0.0.1", server.server_port))
+        silent.settimeout(10)
+        started = time.monotonic()
+        assert silent.recv(1) == b""  # closed by the server, not left hanging (that would raise socket.timeout)
+        assert time.monotonic() - started < 5
+        silent.close()
+        for _ in range(3):  # ask for a walk, then reset the connection before the answer is written
+            rude = socket.create_connection(("127.0.0.1", server.server_port))
+            rude.sendall(b"GET /api/walk?from=1&to=2&frames=48 HTTP/1.1\r\nHost: x\r\n\r\n")
+            rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            rude.close()
+        time.sleep(2)
+        assert fetch(f"http://127.0.0.1:{server.server_port}/api/face?seed=1")[0] == 200  # still serving
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err[-2000:]
