@@ -108,7 +108,8 @@ def test_the_bf16_step_runs_no_fp32_convolution_or_matmul_and_no_host_sync():
     assert any(torch.float32 in dtypes for name, dtypes in _default_recipe_steps("off") if name in HEAVY)
 
 
-def test_a_shared_cpu_gets_one_line_naming_the_thread_fix(monkeypatch):
+def test_a_shared_cpu_gets_one_line_naming_the_thread_fix():
+    import os
     import subprocess
     import sys
     from types import SimpleNamespace
@@ -119,7 +120,7 @@ def test_a_shared_cpu_gets_one_line_naming_the_thread_fix(monkeypatch):
     threads = torch.get_num_threads()
     try:
         assert busy_threads_elsewhere() >= 1  # the spinner is always running or waiting to run
-        torch.set_num_threads(len(__import__("os").sched_getaffinity(0)) + 1)  # more threads than free cores
+        torch.set_num_threads(len(os.sched_getaffinity(0)) + 1)  # more threads than free cores
         said = []
         configure_threads(SimpleNamespace(threads=0), log=said.append)
         assert len(said) == 1 and "the CPU is shared" in said[0] and "--threads" in said[0], said

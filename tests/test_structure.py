@@ -101,6 +101,7 @@ def test_the_gpu_check_script_runs_its_cpu_parts(tmp_path):
     done = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = done.stdout.split("status", 1)[1]
-    for step in ("speed eager", "torchrun 1 process (gloo)", "resume", "generate", "export onnx"):
+    for step in ("GPU options parse", "speed eager", "torchrun 1 process (gloo)", "resume", "generate",
+                 "export onnx"):
         assert re.search(rf"{re.escape(step)}\s+ok\b", table), table
     assert "FAILED" not in done.stdout

@@ -263,7 +263,7 @@ class TrainConfig:
     amp: str = option("auto", "mixed precision: auto = bf16 on cuda and native-bf16 CPUs, else off", "system",
                       choices=AMP_MODES)
     threads: int = option(0, "CPU threads for torch; 0 = torch's default (physical cores, or "
-                          "OMP_NUM_THREADS); on a shared CPU, the free cores (training says so)", "system",
+                          "OMP_NUM_THREADS); on a shared CPU training names the free cores", "system",
                           low=0, high=4096, resumable=True, in_studies=False, before=0)
     compile: bool = option(False, "torch.compile both networks (slow start; pays on long GPU runs)", "system",
                            resumable=True, in_studies=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import torch
 
@@ -92,12 +93,10 @@ def check_fits(parameters: int, needed: int, device: torch.device, activations: 
                            f"--image-size")
 
 
-
-def busy_threads_elsewhere(samples: int = 5, interval_s: float = 0.02, max_tasks: int = 20_000) -> int:
+def busy_threads_elsewhere(samples: int = 3, interval_s: float = 0.02, max_tasks: int = 20_000) -> int:
     """Threads of other processes running or waiting to run right now: the median over a few samples of
-    the 'R' states in /proc/*/task/*/stat, ours left out. 0 where /proc cannot tell (not Linux)."""
-    import time
-
+    the 'R' states in /proc/*/task/*/stat, ours left out (~50 ms once per run). 0 where /proc cannot
+    tell (not Linux)."""
     own = str(os.getpid())
     counts = []
     for sample in range(samples):
