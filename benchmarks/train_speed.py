@@ -12,7 +12,9 @@ TextbookDCGAN: Sigmoid + BCELoss, fp32, channels-first, .item() every step) on t
 Within each size, every repeat runs every recipe in turn (alternating, so machine drift hits all);
 warm-up steps are excluded; medians are reported with the ratios. --variants adds the default recipe
 without spectral norm, without EMA, without instance noise and with BCE: what each part costs.
---profile prints torch.profiler's top operators of the default recipe's step instead.
+--profile prints torch.profiler's top operators of the default recipe's step instead. --ceiling adds
+what 3x the textbook would need: the steps' FLOPs per image (counted by PyTorch) against the best fp32
+and bf16 matmul rates this machine sustains.
 """
 
 import argparse
@@ -52,6 +54,8 @@ def main():
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of the default step instead")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = facegan's default")
     parser.add_argument("--memory", action="store_true", help="CUDA: also each recipe's peak GPU memory in 2 steps")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also the GFLOP/s that 3x the textbook needs against the best matmul rates here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,6 +87,23 @@ def main():
             if args.memory and device.type == "cuda":
                 print_peak_memory(runners)
         print_table(table)
+        if args.ceiling:
+            print_ceiling(table, device)
+
+
+def print_ceiling(table, device) -> None:
+    """Whether 3x the textbook fits under this machine's matmul rates: FLOPs per image x images/s."""
+    fp32, bf16 = (bench.matmul_roofline(device, dtype=dtype) for dtype in (torch.float32, torch.bfloat16))
+    print(f"\nbest matmul here: fp32 {fp32:,.0f} GFLOP/s, bf16 {bf16:,.0f} GFLOP/s")
+    for size, medians in table:
+        model = ModelConfig(image_size=size, conv_dim=SHAPES[size]["model.conv_dim"], spectral_norm=False)
+        batch = SHAPES[size]["batch_size"]
+        textbook_flops, facegan_flops = (f / batch / 1e9 for f in bench.step_flops(model, batch))
+        textbook = medians["textbook fp32"]
+        need = 3 * textbook * facegan_flops
+        print(f"{size:>4} px: textbook {textbook_flops:.3f} GFLOP/image x {textbook:,.1f}/s = "
+              f"{textbook * textbook_flops:,.0f} GFLOP/s; facegan's step {facegan_flops:.3f} GFLOP/image, so 3x "
+              f"the textbook ({3 * textbook:,.1f}/s) needs {need:,.0f} GFLOP/s = {need / bf16:.2f}x the bf16 matmul")
 
 
 def print_peak_memory(runners: dict) -> None:

@@ -98,11 +98,11 @@ class BenchResult:
         return self.facegan_images_per_s / self.textbook_images_per_s
 
 
-def matmul_roofline(device, sizes=(1024, 2048, 4096), seconds=1.0) -> float:
-    """Best sustained fp32 matmul GFLOP/s over a few sizes: the ceiling a conv net's step can approach."""
+def matmul_roofline(device, sizes=(1024, 2048, 4096), seconds=1.0, dtype=torch.float32) -> float:
+    """Best sustained matmul GFLOP/s over a few sizes in `dtype`: the ceiling a conv net's step can approach."""
     best = 0.0
     for size in sizes:
-        a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+        a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
         a @ b
         _sync(device)
         count, start = 0, time.perf_counter()
