@@ -96,6 +96,7 @@ def print_ceiling(table, device) -> None:
     fp32, bf16 = (bench.matmul_roofline(device, dtype=dtype) for dtype in (torch.float32, torch.bfloat16))
     print(f"\nbest matmul here: fp32 {fp32:,.0f} GFLOP/s, bf16 {bf16:,.0f} GFLOP/s")
     for size, medians in table:
+        # The default's convolutions have the same shapes; spectral norm's power iteration adds < 0.1% FLOPs.
         model = ModelConfig(image_size=size, conv_dim=SHAPES[size]["model.conv_dim"], spectral_norm=False)
         batch = SHAPES[size]["batch_size"]
         textbook_flops, facegan_flops = (f / batch / 1e9 for f in bench.step_flops(model, batch))
